@@ -1,0 +1,254 @@
+//! Request-path normalization. Routing and every policy look at the
+//! normalized path only, and the normalized path is what goes upstream, so
+//! the gateway and the app never disagree about which path was asked for.
+
+/// Why a request path was refused (answered with 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path contains an encoded slash (%2F)")]
+    EncodedSlash,
+    #[error("the path contains a backslash or an encoded one (%5C)")]
+    Backslash,
+    #[error("the path contains NUL or a control character")]
+    ControlCharacter,
+    #[error("the path has malformed percent-encoding")]
+    BadPercentEncoding,
+    #[error("the request target is not an absolute path")]
+    NotAbsolute,
+}
+
+/// The parts of a request target that the gateway uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Normalized: unreserved characters percent-decoded, other escapes in
+    /// upper-case hex, `.`/`..` resolved, repeated `/` collapsed.
+    pub path: String,
+    /// The query as received, without the `?`.
+    pub query: Option<String>,
+}
+
+impl Target {
+    /// Path and query as they go upstream.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(q) => format!("{}?{}", self.path, q),
+            None => self.path.clone(),
+        }
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses a raw request target (origin-form, or absolute-form whose scheme
+/// and authority are dropped) into a normalized path and the raw query.
+pub fn parse_target(raw: &[u8]) -> Result<Target, PathError> {
+    let mut raw = raw;
+    for scheme in [&b"http://"[..], &b"https://"[..]] {
+        if raw.len() >= scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &raw[scheme.len()..];
+            let end = rest
+                .iter()
+                .position(|&b| b == b'/' || b == b'?' || b == b'#')
+                .unwrap_or(rest.len());
+            raw = &rest[end..];
+            if raw.is_empty() {
+                raw = b"/";
+            }
+        }
+    }
+    // A fragment is never sent by browsers; if a client sends one, it is
+    // not part of the path or the query.
+    if let Some(i) = raw.iter().position(|&b| b == b'#') {
+        raw = &raw[..i];
+    }
+    let (path, query) = match raw.iter().position(|&b| b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+        None => (raw, None),
+    };
+    let query = match query {
+        Some(q) => {
+            if q.iter().any(|&b| b < 0x20 || b == 0x7f) {
+                return Err(PathError::ControlCharacter);
+            }
+            Some(String::from_utf8_lossy(q).into_owned())
+        }
+        None => None,
+    };
+    Ok(Target {
+        path: normalize_path(path)?,
+        query,
+    })
+}
+
+/// Normalizes an absolute path (no query).
+pub fn normalize_path(path: &[u8]) -> Result<String, PathError> {
+    if path.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // First pass: validate and decode unreserved characters.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        match b {
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            b'\\' => return Err(PathError::Backslash),
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    path.get(i + 1).copied().and_then(hex_value),
+                    path.get(i + 2).copied().and_then(hex_value),
+                ) else {
+                    return Err(PathError::BadPercentEncoding);
+                };
+                let v = h * 16 + l;
+                match v {
+                    b'/' => return Err(PathError::EncodedSlash),
+                    b'\\' => return Err(PathError::Backslash),
+                    0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                    v if is_unreserved(v) => decoded.push(v as char),
+                    v => decoded.push_str(&format!("%{v:02X}")),
+                }
+                i += 3;
+                continue;
+            }
+            0x80..=0xff => decoded.push_str(&format!("%{b:02X}")),
+            _ => decoded.push(b as char),
+        }
+        i += 1;
+    }
+    // Second pass: resolve dot segments and collapse empty ones.
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for segment in decoded.split('/').skip(1) {
+        trailing_slash = false;
+        match segment {
+            "" | "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Whether `path` (normalized) lies under `prefix`, on segment boundaries:
+/// `/api` covers `/api` and `/api/x`, not `/apiary`.
+pub fn under_prefix(path: &str, prefix: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    if let Some(stem) = prefix.strip_suffix('/') {
+        return path.starts_with(prefix) || path == stem;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &str, expected: Result<&str, PathError>) {
+        let got = parse_target(raw.as_bytes()).map(|t| t.path);
+        assert_eq!(
+            got.as_deref().map_err(|e| *e),
+            expected,
+            "normalizing {raw:?}"
+        );
+    }
+
+    #[test]
+    fn normalization_table() {
+        use PathError::*;
+        check("/", Ok("/"));
+        check("/a/b", Ok("/a/b"));
+        check("/a/b/", Ok("/a/b/"));
+        check("//a///b", Ok("/a/b"));
+        check("/a/./b", Ok("/a/b"));
+        check("/a/../b", Ok("/b"));
+        check("/../../etc/passwd", Ok("/etc/passwd"));
+        check("/a/..", Ok("/"));
+        check("/admin/..", Ok("/"));
+        check("/public/../admin", Ok("/admin"));
+        check("/public/%2e%2e/admin", Ok("/admin"));
+        check("/public/%2E%2E/admin", Ok("/admin"));
+        check("/public/.%2e/admin", Ok("/admin"));
+        check("/%61dmin", Ok("/admin"));
+        check("/a%20b", Ok("/a%20b"));
+        check("/a%3fb", Ok("/a%3Fb"));
+        check("/x?y=/../z", Ok("/x"));
+        check("/x#frag", Ok("/x"));
+        check("http://evil.example/a/../b?q", Ok("/b"));
+        check("HTTP://h", Ok("/"));
+        check("/a%2Fb", Err(EncodedSlash));
+        check("/a%2fb", Err(EncodedSlash));
+        check("/a%5Cb", Err(Backslash));
+        check("/a%5cb", Err(Backslash));
+        check("/a\\b", Err(Backslash));
+        check("/a%00b", Err(ControlCharacter));
+        check("/a\0b", Err(ControlCharacter));
+        check("/a%0d%0aX-Auth-Email:%20x", Err(ControlCharacter));
+        check("/a\tb", Err(ControlCharacter));
+        check("/a%7f", Err(ControlCharacter));
+        check("/a%zz", Err(BadPercentEncoding));
+        check("/a%4", Err(BadPercentEncoding));
+        check("/a%", Err(BadPercentEncoding));
+        check("*", Err(NotAbsolute));
+        check("a/b", Err(NotAbsolute));
+    }
+
+    #[test]
+    fn query_is_kept_raw_but_never_matched() {
+        let t = parse_target(b"/x/../y?a=1&b=%2F").unwrap();
+        assert_eq!(t.path, "/y");
+        assert_eq!(t.query.as_deref(), Some("a=1&b=%2F"));
+        assert_eq!(t.path_and_query(), "/y?a=1&b=%2F");
+        assert_eq!(parse_target(b"/x?a\r\nb"), Err(PathError::ControlCharacter));
+    }
+
+    #[test]
+    fn prefix_table() {
+        for (path, prefix, expected) in [
+            ("/anything", "/", true),
+            ("/api", "/api", true),
+            ("/api/", "/api", true),
+            ("/api/x", "/api", true),
+            ("/apiary", "/api", false),
+            ("/api/x", "/api/", true),
+            ("/api", "/api/", true),
+            ("/apix", "/api/", false),
+            ("/api/health", "/api/health", true),
+            ("/api/healthz", "/api/health", false),
+            ("/", "/api", false),
+        ] {
+            assert_eq!(
+                under_prefix(path, prefix),
+                expected,
+                "{path} under {prefix}"
+            );
+        }
+    }
+}

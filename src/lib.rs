@@ -1,0 +1,12 @@
+//! Portcullis: an identity-aware reverse proxy on Pingora.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod authz;
+pub mod config;
+pub mod metrics;
+pub mod proxy;
+pub mod state;
+pub mod telemetry;
+pub mod util;

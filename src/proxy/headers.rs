@@ -1,0 +1,228 @@
+//! Request headers on their way upstream: client-sent identity headers are
+//! removed before anything is set, and `X-Forwarded-*` are rewritten.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+/// Whether a client-sent header name would pass for an identity header:
+/// compared lower-case with `_` read as `-`, against the configured names
+/// and the whole `x-auth-` family.
+pub fn is_identity_header(name: &str, identity_names: &[String]) -> bool {
+    let normalized: String = name
+        .bytes()
+        .map(|b| match b {
+            b'_' => '-',
+            b => b.to_ascii_lowercase() as char,
+        })
+        .collect();
+    normalized.starts_with("x-auth-") || identity_names.iter().any(|n| *n == normalized)
+}
+
+/// Removes every identity-looking header; returns how many names went.
+pub fn strip_identity_headers(req: &mut RequestHeader, identity_names: &[String]) -> usize {
+    let doomed: Vec<String> = req
+        .headers
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| is_identity_header(k, identity_names))
+        .map(str::to_string)
+        .collect();
+    for name in &doomed {
+        while req.remove_header(name.as_str()).is_some() {}
+    }
+    doomed.len()
+}
+
+pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
+    peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
+}
+
+/// All values of a header joined with ", ", if any is valid text.
+fn joined(req: &RequestHeader, name: &str) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A peer in
+/// `trusted_proxies` has its own values kept (and `For` appended to);
+/// anyone else has them replaced, and `Forwarded`/`X-Real-IP` removed.
+pub fn set_forwarded(
+    req: &mut RequestHeader,
+    peer: Option<IpAddr>,
+    trusted: bool,
+    proto: &str,
+    host: &str,
+) {
+    let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
+    let xff = match (trusted, joined(req, "x-forwarded-for")) {
+        (true, Some(existing)) if !peer_text.is_empty() => format!("{existing}, {peer_text}"),
+        (true, Some(existing)) => existing,
+        _ => peer_text,
+    };
+    let xfp = match (trusted, joined(req, "x-forwarded-proto")) {
+        (true, Some(existing)) => existing,
+        _ => proto.to_string(),
+    };
+    let xfh = match (trusted, joined(req, "x-forwarded-host")) {
+        (true, Some(existing)) => existing,
+        _ => host.to_string(),
+    };
+    if !trusted {
+        req.remove_header("forwarded");
+        req.remove_header("x-real-ip");
+    }
+    for (name, value) in [
+        ("x-forwarded-for", xff),
+        ("x-forwarded-proto", xfp),
+        ("x-forwarded-host", xfh),
+    ] {
+        req.remove_header(name);
+        if !value.is_empty() {
+            set_header(req, name, &value);
+        }
+    }
+}
+
+/// Sets a header if the value can be sent; a value with CR, LF or other
+/// bytes not allowed in a header is left out and logged.
+pub fn set_header(req: &mut RequestHeader, name: &str, value: &str) -> bool {
+    match http::HeaderValue::from_str(value) {
+        Ok(v) if !value.contains(['\r', '\n']) => {
+            let _ = req.insert_header(name.to_string(), v);
+            true
+        }
+        _ => {
+            tracing::warn!(header = name, "header value not allowed in HTTP; left out");
+            false
+        }
+    }
+}
+
+/// Removes the gateway's own session cookie from the `Cookie` header(s).
+pub fn strip_cookie(req: &mut RequestHeader, cookie_name: &str) {
+    let Some(all) = joined_cookies(req) else {
+        return;
+    };
+    let kept: Vec<&str> = all
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .filter(|c| c.split('=').next().map(str::trim) != Some(cookie_name))
+        .collect();
+    req.remove_header("cookie");
+    if !kept.is_empty() {
+        set_header(req, "cookie", &kept.join("; "));
+    }
+}
+
+fn joined_cookies(req: &RequestHeader) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        ["x-auth-user-id", "x-remote-user", "x-auth-email"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn identity_header_variants() {
+        for (name, expected) in [
+            ("X-Auth-Email", true),
+            ("x-auth-email", true),
+            ("X_Auth_Email", true),
+            ("x-AUTH-email", true),
+            ("X-Auth-Anything-Else", true),
+            ("x_auth_", true),
+            ("X-Remote-User", true),
+            ("X_Remote_User", true),
+            ("X-Authorization", false),
+            ("Authorization", false),
+            ("X-Forwarded-For", false),
+            ("X-Auth", false),
+        ] {
+            assert_eq!(is_identity_header(name, &names()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn strip_removes_every_variant_and_duplicates() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in [
+            ("X-Auth-Email", "a@evil"),
+            ("X_Auth_Email", "b@evil"),
+            ("x-auth-email", "c@evil"),
+            ("X-Remote-User", "root"),
+            ("Accept", "*/*"),
+        ] {
+            req.append_header(n.to_string(), v).unwrap();
+        }
+        strip_identity_headers(&mut req, &names());
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["accept"]);
+    }
+
+    #[test]
+    fn forwarded_from_untrusted_peer_is_replaced() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "6.6.6.6").unwrap();
+        req.append_header("X-Forwarded-Proto", "https").unwrap();
+        req.append_header("Forwarded", "for=6.6.6.6").unwrap();
+        let peer = Some("127.0.0.1".parse().unwrap());
+        set_forwarded(&mut req, peer, false, "http", "app.test");
+        assert_eq!(req.headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(req.headers["x-forwarded-proto"], "http");
+        assert_eq!(req.headers["x-forwarded-host"], "app.test");
+        assert!(req.headers.get("forwarded").is_none());
+    }
+
+    #[test]
+    fn forwarded_from_trusted_peer_is_appended() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("X-Forwarded-For", "203.0.113.9").unwrap();
+        req.append_header("X-Forwarded-For", "10.0.0.1").unwrap();
+        let peer = Some("127.0.0.1".parse().unwrap());
+        set_forwarded(&mut req, peer, true, "http", "app.test");
+        assert_eq!(
+            req.headers["x-forwarded-for"],
+            "203.0.113.9, 10.0.0.1, 127.0.0.1"
+        );
+    }
+
+    #[test]
+    fn header_values_with_crlf_are_left_out() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        assert!(!set_header(&mut req, "x-auth-name", "a\r\nX-Evil: 1"));
+        assert!(!set_header(&mut req, "x-auth-name", "nul\0"));
+        assert!(req.headers.get("x-auth-name").is_none());
+        assert!(set_header(&mut req, "x-auth-name", "Zoë")); // UTF-8 is opaque bytes, allowed
+    }
+
+    #[test]
+    fn session_cookie_is_removed_others_kept() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("Cookie", "a=1; _portcullis=secret")
+            .unwrap();
+        req.append_header("Cookie", "b=2").unwrap();
+        strip_cookie(&mut req, "_portcullis");
+        assert_eq!(req.headers["cookie"], "a=1; b=2");
+    }
+}

@@ -1,0 +1,403 @@
+//! The only module that knows Pingora. `Gateway` implements `ProxyHttp`
+//! and stays thin: routing and policy come from `authz`, headers from
+//! `headers`, pages from `respond`.
+
+pub mod headers;
+pub mod respond;
+pub mod server;
+pub mod upstream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+
+use crate::authz::{self, Access, Target};
+use crate::config::Route;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::{InflightGuard, Runtime, Shared};
+use respond::Reply;
+
+/// Prefix reserved on every host; never proxied.
+pub const RESERVED_PREFIX: &str = "/_portcullis";
+
+/// Request headers larger than this (all names, values and the request
+/// line) are answered 431.
+pub const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
+
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(shared: Arc<Shared>) -> Gateway {
+        Gateway { shared }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    runtime: Arc<Runtime>,
+    route: Option<Arc<Route>>,
+    host: String,
+    target: Option<Target>,
+    peer: Option<IpAddr>,
+    tls: bool,
+    started: Instant,
+    upstream: Option<SocketAddr>,
+    upstream_started: Option<Instant>,
+    tries: usize,
+    _inflight: InflightGuard,
+}
+
+fn header_bytes(req: &pingora::http::RequestHeader) -> usize {
+    req.raw_path().len()
+        + req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
+/// The host a request is for: the `Host` header, or the authority of an
+/// absolute-form target (HTTP/2). Several `Host` headers are refused.
+fn request_host(req: &pingora::http::RequestHeader) -> Result<String, &'static str> {
+    let mut hosts = req.headers.get_all("host").iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => return Err("more than one Host header"),
+        (Some(h), None) => h.to_str().map_err(|_| "the Host header is not text")?,
+        (None, _) => req
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or("no Host header")?,
+    };
+    authz::normalize_host(raw).ok_or("the Host header is not a host name")
+}
+
+impl Gateway {
+    /// Answers the gateway's own endpoints under `/_portcullis/`.
+    async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("");
+        match path {
+            "/_portcullis/healthz" => respond::text(session, 200, "ok").await?,
+            _ => {
+                respond::send(
+                    session,
+                    &Reply::new(404, "not_found", "Not found", "No such gateway endpoint."),
+                )
+                .await?
+            }
+        }
+        Ok(true)
+    }
+
+    /// A protected route without a valid session: browsers go to the
+    /// login, API clients get 401.
+    async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
+        self.shared
+            .metrics
+            .auth_outcomes
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: "unauthenticated".into(),
+            })
+            .inc();
+        if respond::wants_html(session.req_header()) {
+            let scheme = if ctx.tls { "https" } else { "http" };
+            let original = format!(
+                "{scheme}://{}{}",
+                ctx.host,
+                ctx.target
+                    .as_ref()
+                    .map(|t| t.path_and_query())
+                    .unwrap_or_default()
+            );
+            let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
+            respond::redirect(session, &format!("{RESERVED_PREFIX}/login?rd={rd}"), vec![]).await?;
+        } else {
+            let reply = Reply::new(
+                401,
+                "unauthenticated",
+                "Sign-in required",
+                "This route needs a session or a bearer token.",
+            )
+            .with_header("www-authenticate", "Bearer");
+            respond::send(session, &reply).await?;
+        }
+        Ok(true)
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> Reply {
+    Reply::new(400, "bad_request", "Bad request", message)
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            runtime: self.shared.runtime.load_full(),
+            route: None,
+            host: String::new(),
+            target: None,
+            peer: None,
+            tls: false,
+            started: Instant::now(),
+            upstream: None,
+            upstream_started: None,
+            tries: 0,
+            _inflight: self.shared.track(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        if header_bytes(req) > MAX_REQUEST_HEADER_BYTES {
+            let reply = Reply::new(
+                431,
+                "headers_too_large",
+                "Request headers too large",
+                format!("Request headers may not exceed {MAX_REQUEST_HEADER_BYTES} bytes."),
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        }
+        ctx.host = match request_host(req) {
+            Ok(h) => h,
+            Err(why) => {
+                respond::send(session, &bad_request(why)).await?;
+                return Ok(true);
+            }
+        };
+        let target = match authz::parse_target(req.raw_path()) {
+            Ok(t) => t,
+            Err(e) => {
+                respond::send(session, &bad_request(e.to_string())).await?;
+                return Ok(true);
+            }
+        };
+        let reserved = authz::under_prefix(&target.path, RESERVED_PREFIX);
+        ctx.target = Some(target);
+        let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("/");
+        let route = ctx.runtime.routes.lookup(&ctx.host, path).cloned();
+        if reserved && (route.is_some() || ctx.runtime.routes.knows_host(&ctx.host)) {
+            return self.own_endpoint(session, ctx).await;
+        }
+        let Some(route) = route else {
+            let reply = Reply::new(
+                404,
+                "unknown_host",
+                "Not found",
+                "No route serves this address.",
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        if session.is_upgrade_req() && !route.websockets {
+            let reply = Reply::new(
+                403,
+                "websockets_disabled",
+                "Not allowed",
+                "WebSocket upgrades are not enabled on this route.",
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        }
+        match authz::access(&route, path) {
+            Access::Public => Ok(false),
+            Access::Protected => self.unauthenticated(session, ctx).await,
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let route = ctx
+            .route
+            .as_ref()
+            .ok_or_else(|| Error::explain(InternalError, "no route chosen"))?;
+        let set = ctx
+            .runtime
+            .upstreams
+            .get(route.index)
+            .ok_or_else(|| Error::explain(InternalError, "route has no upstream set"))?;
+        let (addr, host) = set
+            .next()
+            .ok_or_else(|| Error::explain(ConnectNoRoute, "no upstream available"))?;
+        ctx.tries += 1;
+        ctx.upstream = Some(addr);
+        ctx.upstream_started = Some(Instant::now());
+        let mut peer = HttpPeer::new(addr, set.tls, host.to_string());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Another upstream of the route may be up: try each once.
+        let count = ctx
+            .route
+            .as_ref()
+            .and_then(|r| ctx.runtime.upstreams.get(r.index))
+            .map(|s| s.len)
+            .unwrap_or(1);
+        if ctx.tries < count {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let config = &ctx.runtime.config;
+        headers::strip_identity_headers(upstream, &ctx.runtime.identity_header_names);
+        let trusted = headers::is_trusted(ctx.peer, &config.server.trusted_proxies);
+        let original_host = session
+            .req_header()
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&ctx.host)
+            .to_string();
+        let proto = if ctx.tls { "https" } else { "http" };
+        headers::set_forwarded(upstream, ctx.peer, trusted, proto, &original_host);
+        if let Some(route) = &ctx.route
+            && !route.pass_cookie
+        {
+            headers::strip_cookie(upstream, &config.session.cookie_name);
+        }
+        if let Some(target) = &ctx.target {
+            // The upstream sees the same path that the policy judged.
+            let uri = target
+                .path_and_query()
+                .parse::<http::Uri>()
+                .map_err(|_| Error::explain(InternalError, "normalized path is not a URI"))?;
+            upstream.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(route), Some(started)) = (&ctx.route, ctx.upstream_started) {
+            self.shared
+                .metrics
+                .upstream_latency
+                .get_or_create(&RouteLabels {
+                    route: route.name.clone(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let reply = match code {
+                502 => {
+                    let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+                    tracing::warn!(route, upstream = ?ctx.upstream, error = %e, "upstream unavailable");
+                    Reply::new(
+                        502,
+                        "upstream_unavailable",
+                        "Application unavailable",
+                        "The application behind this address did not answer. Try again in a moment.",
+                    )
+                }
+                400 => bad_request("The request could not be read."),
+                431 => Reply::new(
+                    431,
+                    "headers_too_large",
+                    "Request headers too large",
+                    "Request headers too large.",
+                ),
+                code => Reply::new(
+                    code,
+                    "gateway_error",
+                    "Gateway error",
+                    "The gateway could not complete this request.",
+                ),
+            };
+            if let Err(err) = respond::send(session, &reply).await {
+                tracing::debug!(error = %err, "error response could not be written");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+        self.shared
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        // Never the query (it may carry tokens), never cookies.
+        let req = session.req_header();
+        tracing::info!(
+            target: "portcullis::access",
+            method = %req.method,
+            host = %ctx.host,
+            path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+            route,
+            status,
+            upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
+            peer = ctx.peer.map(|a| a.to_string()).unwrap_or_default(),
+            duration_ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+        );
+    }
+}
