@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod authz;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod proxy;
 pub mod state;

@@ -64,9 +64,8 @@ impl RouteTable {
                 }
             }
         }
-        let by_prefix = |rs: &mut Vec<Arc<Route>>| {
-            rs.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()))
-        };
+        let by_prefix =
+            |rs: &mut Vec<Arc<Route>>| rs.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         table.exact.values_mut().for_each(by_prefix);
         table.wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
         table

@@ -279,15 +279,11 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Self::from_yaml(&text, path, &|name| std::env::var(name).ok())
+        Self::from_yaml(&text, path, &Environment::system())
     }
 
-    /// Parses and validates YAML text; `env` answers `${VAR}` look-ups.
-    pub fn from_yaml(
-        text: &str,
-        source: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    /// Parses and validates YAML text against `env`.
+    pub fn from_yaml(text: &str, source: &Path, env: &Environment) -> Result<Config, ConfigError> {
         let file = source.display().to_string();
         let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
             let (line, column) = e
@@ -308,7 +304,7 @@ impl Config {
             });
         }
         let mut problems = Vec::new();
-        substitute_env(&mut value, &mut String::new(), env, &mut problems);
+        substitute_env(&mut value, &mut String::new(), env.var, &mut problems);
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { file, problems });
         }
@@ -323,6 +319,7 @@ impl Config {
         let mut v = Validator {
             problems: Vec::new(),
             warnings: Vec::new(),
+            resolve: env.resolve,
         };
         let config = v.config(raw, source);
         match config {
@@ -353,14 +350,10 @@ fn substitute_env(
     problems: &mut Vec<Problem>,
 ) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand(s, env) {
-                    Ok(expanded) => *s = expanded,
-                    Err(message) => problems.push(Problem::new(path.clone(), message)),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand(s, env) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.push(Problem::new(path.clone(), message)),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
@@ -451,12 +444,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?} ({e}); use e.g. 30s, 15m, 12h, 7d"))
 }
 
-struct Validator {
-    problems: Vec<Problem>,
-    warnings: Vec<Problem>,
+/// What a config is checked against besides its text: environment
+/// variables for `${VAR}`, and name resolution for addresses.
+pub struct Environment<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    pub resolve: &'a dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
 }
 
-impl Validator {
+impl Environment<'static> {
+    /// The process environment and the system resolver.
+    pub fn system() -> Environment<'static> {
+        Environment {
+            var: &|name| std::env::var(name).ok(),
+            resolve: &|addr| addr.to_socket_addrs().map(|a| a.collect()),
+        }
+    }
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+    resolve: &'a dyn Fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+}
+
+impl Validator<'_> {
     fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(path, message));
     }
@@ -485,8 +496,8 @@ impl Validator {
     fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(a) => Some(a),
-            Err(_) => match value.to_socket_addrs() {
-                Ok(mut addrs) => match addrs.next() {
+            Err(_) => match (self.resolve)(value) {
+                Ok(addrs) => match addrs.first().copied() {
                     Some(a) => Some(a),
                     None => {
                         self.err(path, format!("{value:?} resolves to no address"));

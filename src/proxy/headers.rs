@@ -17,7 +17,7 @@ pub fn is_identity_header(name: &str, identity_names: &[String]) -> bool {
             b => b.to_ascii_lowercase() as char,
         })
         .collect();
-    normalized.starts_with("x-auth-") || identity_names.iter().any(|n| *n == normalized)
+    normalized.starts_with("x-auth-") || identity_names.contains(&normalized)
 }
 
 /// Removes every identity-looking header; returns how many names went.

@@ -86,12 +86,14 @@ pub fn run(shared: Arc<Shared>, tasks: Vec<Task>) -> Result<(), StartError> {
     }
 
     let grace = config.server.grace_period;
-    let mut conf = ServerConf::default();
-    conf.grace_period_seconds = Some(grace.as_secs().max(1));
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    conf.threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let conf = ServerConf {
+        grace_period_seconds: Some(grace.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
+        ..Default::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -1,0 +1,3 @@
+//! The `demo` command's parts.
+
+pub mod echo;

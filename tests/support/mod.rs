@@ -1,0 +1,272 @@
+//! Test harness: real processes and sockets on loopback. The gateway runs
+//! as the real binary with a config written to a temporary directory.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts the echo upstream on an ephemeral loopback port.
+pub async fn start_echo(name: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(portcullis::demo::echo::serve(listener, name.to_string()));
+    addr
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+/// Fills the placeholders a config template may use: `{http}`, `{admin}`,
+/// `{tls}`, `{dir}`.
+fn render(template: &str, http: u16, admin: u16, tls: u16, dir: &std::path::Path) -> String {
+    template
+        .replace("{http}", &http.to_string())
+        .replace("{admin}", &admin.to_string())
+        .replace("{tls}", &tls.to_string())
+        .replace("{dir}", &dir.display().to_string())
+}
+
+/// A config with the listeners and secrets filled in, and `extra`
+/// (YAML: routes, identity_headers, …) appended.
+pub fn config_with(extra: &str) -> String {
+    format!(
+        r#"server:
+  listen: "127.0.0.1:{{http}}"
+  public_url: "http://auth.test:{{http}}"
+  grace_period: 5s
+admin:
+  listen: "127.0.0.1:{{admin}}"
+  tokens: ["{ADMIN_TOKEN}"]
+store:
+  url: "sqlite://{{dir}}/portcullis.db"
+session:
+  secret: "{SECRET}"
+log:
+  format: text
+  level: info
+{extra}"#
+    )
+}
+
+impl Gateway {
+    /// Starts `portcullis run` and waits until both listeners answer.
+    pub async fn start(template: &str) -> Gateway {
+        Self::start_with(template, |_| {}).await
+    }
+
+    pub async fn start_with(template: &str, prepare: impl Fn(&std::path::Path)) -> Gateway {
+        for _attempt in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            prepare(dir.path());
+            let (http, admin, tls) = (free_port(), free_port(), free_port());
+            let config_path = dir.path().join("portcullis.yaml");
+            std::fs::write(&config_path, render(template, http, admin, tls, dir.path())).unwrap();
+            let log_path = dir.path().join("gateway.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config_path)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("the gateway binary starts");
+            let mut gw = Gateway {
+                child: Some(child),
+                http: ([127, 0, 0, 1], http).into(),
+                admin: ([127, 0, 0, 1], admin).into(),
+                tls: template
+                    .contains("{tls}")
+                    .then(|| ([127, 0, 0, 1], tls).into()),
+                dir,
+                config_path,
+                log_path,
+            };
+            match gw.wait_ready().await {
+                Ok(()) => return gw,
+                // A port picked above was taken in between: try new ones.
+                Err(Some(2)) => continue,
+                Err(code) => panic!("gateway did not start (exit {code:?}):\n{}", gw.logs()),
+            }
+        }
+        panic!("gateway could not bind free ports three times");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Option<i32>> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut targets = vec![self.http, self.admin];
+        targets.extend(self.tls);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(status.code());
+            }
+            if targets.iter().all(|a| TcpStream::connect(a).is_ok()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Err(None)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to end, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        None
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn rewrite_config(&self, template: &str) {
+        let text = render(
+            template,
+            self.http.port(),
+            self.admin.port(),
+            self.tls.map(|a| a.port()).unwrap_or(0),
+            self.dir.path(),
+        );
+        // Write then rename, so a reload never sees half a file.
+        let tmp = self.dir.path().join("portcullis.yaml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A metric's value from Prometheus text, e.g. `portcullis_config_reloads_total`.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A raw HTTP/1.1 exchange, for requests no client library would send.
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let request = request.to_vec();
+    tokio::task::spawn_blocking(move || raw_blocking(addr, &request))
+        .await
+        .unwrap()
+}
+
+fn raw_blocking(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// GET `target` on `host` with extra header lines, connection closed after.
+pub async fn get(
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+    extra_headers: &[&str],
+) -> RawResponse {
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for h in extra_headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw(addr, req.as_bytes()).await
+}
