@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use portcullis::config::{Config, ConfigError};
+use portcullis::config::Config;
 
 #[derive(Parser)]
 #[command(name = "portcullis", version, about = "Identity-aware reverse proxy")]
@@ -36,17 +36,13 @@ enum Command {
 const EXIT_INVALID: u8 = 1;
 const EXIT_RUNTIME: u8 = 2;
 
-fn load(path: &PathBuf) -> Result<Config, ConfigError> {
-    Config::load(path)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Both ring (rustls) and other providers may be linked: pick one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Run(args) => {
-            let config = match load(&args.config) {
+            let config = match Config::load(&args.config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -63,7 +59,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check(args) => match load(&args.config) {
+        Command::Check(args) => match Config::load(&args.config) {
             Ok(config) => {
                 for w in &config.warnings {
                     println!("warning: {w}");
