@@ -31,6 +31,9 @@ enum Command {
     HashToken,
     /// Print the JSON Schema of the configuration file.
     Schema,
+    /// Start an echo upstream and the gateway in front of it, on loopback,
+    /// and print the URL to open.
+    Demo,
 }
 
 const EXIT_INVALID: u8 = 1;
@@ -92,6 +95,13 @@ fn main() -> ExitCode {
             println!("{}", portcullis::util::hash_token(token));
             ExitCode::SUCCESS
         }
+        Command::Demo => match portcullis::demo::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis demo: {e}");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        },
         Command::Schema => {
             let schema = portcullis::config::json_schema();
             println!(

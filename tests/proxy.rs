@@ -153,6 +153,12 @@ async fn protected_route_without_session() {
         Some("/_portcullis/login?rd=http%3A%2F%2Fsecure.test%2Fapp%3Fx%3D1")
     );
 
+    let r = get(gw.http, "Secure.Test:8080", "/a", &["Accept: text/html"]).await;
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/_portcullis/login?rd=http%3A%2F%2FSecure.Test%3A8080%2Fa")
+    );
+
     // Public paths pass, on segment boundaries and after normalization.
     assert_eq!(
         upstream_of(&get(gw.http, "secure.test", "/health", &[]).await),

@@ -40,8 +40,8 @@ pub fn normalize_host(raw: &str) -> Option<String> {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     exact: HashMap<String, Vec<Arc<Route>>>,
-    /// (suffix starting with '.', routes)
-    wildcard: Vec<(String, Vec<Arc<Route>>)>,
+    /// Keyed by the suffix, with its leading dot: `.example.com`.
+    wildcard: HashMap<String, Vec<Arc<Route>>>,
 }
 
 impl RouteTable {
@@ -55,19 +55,18 @@ impl RouteTable {
                         .entry(h.clone())
                         .or_default()
                         .push(route.clone()),
-                    HostPattern::Wildcard(suffix) => {
-                        match table.wildcard.iter_mut().find(|(s, _)| s == suffix) {
-                            Some((_, rs)) => rs.push(route.clone()),
-                            None => table.wildcard.push((suffix.clone(), vec![route.clone()])),
-                        }
-                    }
+                    HostPattern::Wildcard(suffix) => table
+                        .wildcard
+                        .entry(suffix.clone())
+                        .or_default()
+                        .push(route.clone()),
                 }
             }
         }
         let by_prefix =
             |rs: &mut Vec<Arc<Route>>| rs.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         table.exact.values_mut().for_each(by_prefix);
-        table.wildcard.iter_mut().for_each(|(_, rs)| by_prefix(rs));
+        table.wildcard.values_mut().for_each(by_prefix);
         table
     }
 
@@ -76,17 +75,21 @@ impl RouteTable {
         self.exact.contains_key(host) || self.wildcards(host).next().is_some()
     }
 
-    fn wildcards<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Vec<Arc<Route>>> + 'a {
-        self.wildcard
-            .iter()
-            .filter(move |(suffix, _)| host.len() > suffix.len() && host.ends_with(suffix.as_str()))
-            .map(|(_, rs)| rs)
+    /// Wildcard buckets covering `host`, with their suffix length: one
+    /// look-up per dot in the name.
+    fn wildcards<'a>(
+        &'a self,
+        host: &'a str,
+    ) -> impl Iterator<Item = (&'a Vec<Arc<Route>>, usize)> + 'a {
+        host.char_indices()
+            .filter(|&(i, c)| c == '.' && i > 0)
+            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]).map(|rs| (rs, host.len() - i)))
     }
 
     /// The route for a normalized host and path: the longest matching
     /// `path_prefix`; on a tie, the more specific host pattern (exact beats
     /// any wildcard, a longer wildcard beats a shorter one).
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+    pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Option<&'a Arc<Route>> {
         // Each bucket is sorted by prefix length, so its first match is its best.
         let first_match = |routes: &'_ [Arc<Route>]| {
             routes
@@ -99,14 +102,7 @@ impl RouteTable {
             .get(host)
             .map(|rs| (rs, usize::MAX))
             .into_iter()
-            .chain(
-                self.wildcard
-                    .iter()
-                    .filter(|(suffix, _)| {
-                        host.len() > suffix.len() && host.ends_with(suffix.as_str())
-                    })
-                    .map(|(suffix, rs)| (rs, suffix.len())),
-            );
+            .chain(self.wildcards(host));
         for (routes, specificity) in buckets {
             if let Some(i) = first_match(routes) {
                 let route = &routes[i];

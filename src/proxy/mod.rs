@@ -42,7 +42,10 @@ impl Gateway {
 pub struct RequestCtx {
     runtime: Arc<Runtime>,
     route: Option<Arc<Route>>,
+    /// Normalized host, for routing.
     host: String,
+    /// Host as the client wrote it (validated), for URLs back to it.
+    authority: String,
     target: Option<Target>,
     peer: Option<IpAddr>,
     tls: bool,
@@ -62,9 +65,10 @@ fn header_bytes(req: &pingora::http::RequestHeader) -> usize {
             .sum::<usize>()
 }
 
-/// The host a request is for: the `Host` header, or the authority of an
-/// absolute-form target (HTTP/2). Several `Host` headers are refused.
-fn request_host(req: &pingora::http::RequestHeader) -> Result<String, &'static str> {
+/// The host a request is for, normalized and as written: the `Host`
+/// header, or the authority of an absolute-form target (HTTP/2). Several
+/// `Host` headers are refused.
+fn request_host(req: &pingora::http::RequestHeader) -> Result<(String, String), &'static str> {
     let mut hosts = req.headers.get_all("host").iter();
     let raw = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),
@@ -75,7 +79,8 @@ fn request_host(req: &pingora::http::RequestHeader) -> Result<String, &'static s
             .map(|a| a.as_str())
             .ok_or("no Host header")?,
     };
-    authz::normalize_host(raw).ok_or("the Host header is not a host name")
+    let host = authz::normalize_host(raw).ok_or("the Host header is not a host name")?;
+    Ok((host, raw.trim().to_string()))
 }
 
 impl Gateway {
@@ -109,7 +114,7 @@ impl Gateway {
             let scheme = if ctx.tls { "https" } else { "http" };
             let original = format!(
                 "{scheme}://{}{}",
-                ctx.host,
+                ctx.authority,
                 ctx.target
                     .as_ref()
                     .map(|t| t.path_and_query())
@@ -144,6 +149,7 @@ impl ProxyHttp for Gateway {
             runtime: self.shared.runtime.load_full(),
             route: None,
             host: String::new(),
+            authority: String::new(),
             target: None,
             peer: None,
             tls: false,
@@ -172,7 +178,7 @@ impl ProxyHttp for Gateway {
             respond::send(session, &reply).await?;
             return Ok(true);
         }
-        ctx.host = match request_host(req) {
+        (ctx.host, ctx.authority) = match request_host(req) {
             Ok(h) => h,
             Err(why) => {
                 respond::send(session, &bad_request(why)).await?;
@@ -268,22 +274,15 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let config = &ctx.runtime.config;
         headers::strip_identity_headers(upstream, &ctx.runtime.identity_header_names);
         let trusted = headers::is_trusted(ctx.peer, &config.server.trusted_proxies);
-        let original_host = session
-            .req_header()
-            .headers
-            .get("host")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or(&ctx.host)
-            .to_string();
         let proto = if ctx.tls { "https" } else { "http" };
-        headers::set_forwarded(upstream, ctx.peer, trusted, proto, &original_host);
+        headers::set_forwarded(upstream, ctx.peer, trusted, proto, &ctx.authority);
         if let Some(route) = &ctx.route
             && !route.pass_cookie
         {
