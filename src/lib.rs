@@ -7,6 +7,7 @@ pub mod authz;
 pub mod config;
 pub mod demo;
 pub mod metrics;
+pub mod provision;
 pub mod proxy;
 pub mod state;
 pub mod telemetry;
