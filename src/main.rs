@@ -27,6 +27,24 @@ enum Command {
     Run(ConfigArg),
     /// Validate a configuration file completely; exit 0 if valid, 1 if not.
     Check(ConfigArg),
+    /// Dry-run provisioning for a set of claims: per organization, the
+    /// policy used, each expression's result, the decision and the roles.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Identity provider id.
+        #[arg(long)]
+        idp: String,
+        /// JSON file with the claims (ID token, plus userinfo if merged).
+        #[arg(long)]
+        claims: PathBuf,
+        /// Treat the user as existing (no email-domain JIT).
+        #[arg(long)]
+        existing_user: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read a token on stdin and print `sha256:<hex>` for `admin.tokens`.
     HashToken,
     /// Print the JSON Schema of the configuration file.
@@ -40,7 +58,18 @@ const EXIT_INVALID: u8 = 1;
 const EXIT_RUNTIME: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors are invalid input (1), not runtime failures.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_INVALID)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     // Both ring (rustls) and other providers may be linked: pick one.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
@@ -81,6 +110,13 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_INVALID)
             }
         },
+        Command::Explain {
+            config,
+            idp,
+            claims,
+            existing_user,
+            json,
+        } => explain(&config.config, &idp, &claims, existing_user, json),
         Command::HashToken => {
             let mut token = String::new();
             if std::io::stdin().read_to_string(&mut token).is_err() {
@@ -109,6 +145,59 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn explain(
+    config_path: &std::path::Path,
+    idp: &str,
+    claims_path: &std::path::Path,
+    existing_user: bool,
+    json: bool,
+) -> ExitCode {
+    use portcullis::provision;
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let Some(provider) = config.identity_provider(idp) else {
+        eprintln!(
+            "portcullis explain: no identity provider {idp:?} in {}",
+            config_path.display()
+        );
+        return ExitCode::from(EXIT_INVALID);
+    };
+    let claims: serde_json::Value = match std::fs::read_to_string(claims_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portcullis explain: {}: {e}", claims_path.display());
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let existing = existing_user.then(provision::ExistingUser::default);
+    let jit = provision::jit_from_config(&config);
+    match provision::plan(&config, provider, &claims, existing.as_ref(), &jit) {
+        Ok(plan) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&plan).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(plan) => {
+            print!("{}", provision::explain::render(&plan));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            ExitCode::from(EXIT_INVALID)
         }
     }
 }

@@ -436,3 +436,24 @@ fn dollar_dollar_escapes_and_warnings() {
             .any(|w| w.path == "identity_providers[1].issuer")
     );
 }
+
+#[test]
+fn check_warns_about_role_names_the_org_does_not_declare() {
+    let text = edit(
+        "        roles: \"contains(groups, 'admin') && 'Admin' || 'Member'\"",
+        "        roles: \"contains(groups, 'admin') && 'Admn' || ['Member', 'Guest']\"",
+    );
+    let c = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let at = |role: &str| {
+        c.warnings.iter().any(|w| {
+            w.path == "identity_providers[0].provisioning.default.roles"
+                && w.message
+                    .contains(&format!("role \"{role}\" is not declared"))
+        })
+    };
+    assert!(at("Admn"), "{:?}", c.warnings);
+    assert!(at("Guest"), "{:?}", c.warnings);
+    // 'admin' is a group name compared inside contains(), not a role.
+    assert!(!at("admin"), "{:?}", c.warnings);
+    assert!(!at("Member"), "{:?}", c.warnings);
+}

@@ -615,3 +615,64 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn explain_command_prints_the_same_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let claims = dir.path().join("claims.json");
+    std::fs::write(&claims, pangolin_claims().to_string()).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+    let explain_at = |idp: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["explain", "--config", example, "--idp", idp, "--claims"])
+            .arg(&claims)
+            .args(extra)
+            .env("PORTCULLIS_ADMIN_TOKEN", "an-admin-token-of-some-length")
+            .env(
+                "PORTCULLIS_SESSION_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            )
+            .env("AUTHENTIK_SECRET", "a")
+            .env("KEYCLOAK_SECRET", "k")
+            .output()
+            .unwrap()
+    };
+    let explain = |extra: &[&str]| explain_at("authentik", extra);
+    let out = explain(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["outcome"]["outcome"], "allowed");
+    assert_eq!(plan["memberships"][0]["org"], "home-lab");
+    assert_eq!(plan["memberships"][0]["source"], "policy");
+    let home = &plan["orgs"][0];
+    assert_eq!(home["policy"], "organization");
+    assert_eq!(home["org_expression"]["result"], true);
+    assert_eq!(home["jit"]["by"], "email_domain");
+
+    let out = explain(&["--existing-user"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("user: existing"), "{text}");
+    assert!(
+        text.contains("organization home-lab — its own policy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("organization contractors — the fallback policy"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("jit    email domain"),
+        "existing users get no email-domain JIT:\n{text}"
+    );
+
+    let out = explain_at("nope", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no identity provider \"nope\""));
+    // A usage error is invalid input too: exit 1.
+    let out = explain(&["--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(1));
+}

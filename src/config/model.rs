@@ -1037,6 +1037,32 @@ impl Validator<'_> {
             };
             let org_expr = pick(|p| &p.org).and_then(|(t, from)| compile(t, from, "org"));
             let roles_expr = pick(|p| &p.roles).and_then(|(t, from)| compile(t, from, "roles"));
+            if let Some((expr, from)) = &roles_expr {
+                // The typo that silently removes users: a role name the
+                // organization does not declare.
+                let mut literals = Vec::new();
+                result_literals(expr.compiled.as_ast(), &mut literals);
+                for name in literals {
+                    if !org.has_role(name.trim()) && !name.trim().is_empty() {
+                        let place = match from {
+                            PolicySource::Organization => {
+                                format!("{path}.provisioning.organizations.{}.roles", org.id)
+                            }
+                            PolicySource::Fallback => format!("{path}.provisioning.default.roles"),
+                        };
+                        let warning = Problem::new(
+                            place,
+                            format!(
+                                "role {name:?} is not declared in organization {:?}: it will be dropped",
+                                org.id
+                            ),
+                        );
+                        if !self.warnings.contains(&warning) {
+                            self.warnings.push(warning);
+                        }
+                    }
+                }
+            }
             out.push(OrgPolicy {
                 org: index,
                 org_id: org.id.clone(),
@@ -1261,4 +1287,27 @@ impl Validator<'_> {
 /// A single-label host such as `localhost`.
 fn valid_host_label(h: &str) -> bool {
     !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// String literals an expression can give as its result (not those it only
+/// compares or passes to functions): the role names a role expression names.
+fn result_literals(ast: &jmespath::ast::Ast, out: &mut Vec<String>) {
+    use jmespath::ast::Ast;
+    match ast {
+        Ast::Literal { value, .. } => {
+            if let Some(s) = value.as_string() {
+                out.push(s.clone());
+            } else if let Some(items) = value.as_array() {
+                out.extend(items.iter().filter_map(|i| i.as_string().cloned()));
+            }
+        }
+        Ast::And { rhs, .. } => result_literals(rhs, out),
+        Ast::Or { lhs, rhs, .. } => {
+            result_literals(lhs, out);
+            result_literals(rhs, out);
+        }
+        Ast::Condition { then, .. } => result_literals(then, out),
+        Ast::MultiList { elements, .. } => elements.iter().for_each(|e| result_literals(e, out)),
+        _ => {}
+    }
 }

@@ -3,6 +3,8 @@
 //! decision. Pure: no I/O. The login and `portcullis explain` both call
 //! [`plan`], so what `explain` prints is what a login does.
 
+pub mod explain;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use jmespath::{Rcvar, ToJmespath};
