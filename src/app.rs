@@ -56,20 +56,14 @@ fn watch_sighup(shared: Arc<Shared>) {
             return;
         }
     };
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::error!(error = %e, "reload runtime could not start");
-                return;
-            }
-        };
+    // The thread does nothing but wait for SIGHUP and reload.
+    let started = crate::util::spawn_on_own_runtime(async move {
         for _ in signals.forever() {
             tracing::info!(target: "portcullis::config", "SIGHUP: reloading configuration");
-            let _ = rt.block_on(shared.reload());
+            let _ = shared.reload().await;
         }
     });
+    if let Err(e) = started {
+        tracing::error!(error = %e, "reload runtime could not start");
+    }
 }

@@ -12,3 +12,16 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 pub fn hash_token(token: &str) -> String {
     format!("sha256:{}", hex::encode(sha256(token.as_bytes())))
 }
+
+/// Runs `task` on a thread of its own with a single-threaded runtime, for
+/// work that lives outside the Pingora server's runtimes.
+pub fn spawn_on_own_runtime<F>(task: F) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || rt.block_on(task));
+    Ok(())
+}

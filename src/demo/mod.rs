@@ -59,29 +59,17 @@ log:
 pub fn run() -> anyhow::Result<()> {
     let dir = tempfile_dir()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
+    crate::util::spawn_on_own_runtime(async move {
+        match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => {
+                let _ = tx.send(listener.local_addr());
+                echo::serve(listener, "demo-echo").await;
+            }
             Err(e) => {
                 let _ = tx.send(Err(e));
-                return;
             }
-        };
-        rt.block_on(async move {
-            match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-                Ok(listener) => {
-                    let _ = tx.send(listener.local_addr());
-                    echo::serve(listener, "demo-echo").await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-    });
+        }
+    })?;
     let upstream = rx.recv()??;
     let http = port_or_free(8080);
     let admin = port_or_free(9090);
