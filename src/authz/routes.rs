@@ -91,11 +91,8 @@ impl RouteTable {
     /// any wildcard, a longer wildcard beats a shorter one).
     pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Option<&'a Arc<Route>> {
         // Each bucket is sorted by prefix length, so its first match is its best.
-        let first_match = |routes: &'_ [Arc<Route>]| {
-            routes
-                .iter()
-                .position(|r| under_prefix(path, &r.path_prefix))
-        };
+        let first_match =
+            |routes: &'a [Arc<Route>]| routes.iter().find(|r| under_prefix(path, &r.path_prefix));
         let mut best: Option<(&Arc<Route>, (usize, usize))> = None;
         let buckets = self
             .exact
@@ -104,8 +101,7 @@ impl RouteTable {
             .into_iter()
             .chain(self.wildcards(host));
         for (routes, specificity) in buckets {
-            if let Some(i) = first_match(routes) {
-                let route = &routes[i];
+            if let Some(route) = first_match(routes) {
                 let key = (route.path_prefix.len(), specificity);
                 if best.is_none_or(|(_, k)| key > k) {
                     best = Some((route, key));

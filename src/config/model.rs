@@ -542,7 +542,7 @@ impl Validator<'_> {
         let session = self.session(&raw.session, server.as_ref());
         let organizations = self.organizations(&raw.organizations);
         let identity_providers = self.identity_providers(&raw.identity_providers, &organizations);
-        self.jit_references(&raw.organizations, &organizations, &identity_providers);
+        self.jit_references(&raw.organizations, &identity_providers);
         let routes = self.routes(&raw.routes, &organizations);
         let identity_headers = self.identity_headers(&raw.identity_headers);
         let log = self.log(&raw.log);
@@ -859,12 +859,7 @@ impl Validator<'_> {
         out
     }
 
-    fn jit_references(
-        &mut self,
-        raw: &[file::OrgSection],
-        _orgs: &[Organization],
-        idps: &[IdentityProvider],
-    ) {
+    fn jit_references(&mut self, raw: &[file::OrgSection], idps: &[IdentityProvider]) {
         for (i, o) in raw.iter().enumerate() {
             let Some(j) = &o.jit else { continue };
             for (k, c) in j.sso_connectors.iter().enumerate() {
@@ -1014,19 +1009,13 @@ impl Validator<'_> {
             };
             let mut compile = |text: &String, from: PolicySource, field: &str| {
                 let substituted = text.replace("{{orgId}}", &org.id);
-                let expr_path = match from {
-                    PolicySource::Organization => {
-                        format!("{path}.provisioning.organizations.{}.{field}", org.id)
-                    }
-                    PolicySource::Fallback => format!("{path}.provisioning.default.{field}"),
-                };
                 let entry =
                     cache.entry(substituted.clone()).or_insert_with(|| {
                         match Expr::compile(&substituted) {
                             Ok(e) => Some(e),
                             Err(e) => {
                                 self.problems.push(Problem::new(
-                                    expr_path,
+                                    policy_field_path(path, &org.id, from, field),
                                     format!("{e} (for organization {:?})", org.id),
                                 ));
                                 None
@@ -1044,14 +1033,8 @@ impl Validator<'_> {
                 result_literals(expr.compiled.as_ast(), &mut literals);
                 for name in literals {
                     if !org.has_role(name.trim()) && !name.trim().is_empty() {
-                        let place = match from {
-                            PolicySource::Organization => {
-                                format!("{path}.provisioning.organizations.{}.roles", org.id)
-                            }
-                            PolicySource::Fallback => format!("{path}.provisioning.default.roles"),
-                        };
                         let warning = Problem::new(
-                            place,
+                            policy_field_path(path, &org.id, *from, "roles"),
                             format!(
                                 "role {name:?} is not declared in organization {:?}: it will be dropped",
                                 org.id
@@ -1287,6 +1270,16 @@ impl Validator<'_> {
 /// A single-label host such as `localhost`.
 fn valid_host_label(h: &str) -> bool {
     !h.is_empty() && h.len() <= 63 && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// YAML path of a policy field, in the org's own policy or the fallback.
+fn policy_field_path(idp_path: &str, org_id: &str, from: PolicySource, field: &str) -> String {
+    match from {
+        PolicySource::Organization => {
+            format!("{idp_path}.provisioning.organizations.{org_id}.{field}")
+        }
+        PolicySource::Fallback => format!("{idp_path}.provisioning.default.{field}"),
+    }
 }
 
 /// String literals an expression can give as its result (not those it only

@@ -39,15 +39,15 @@ pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
     peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
 }
 
-/// All values of a header joined with ", ", if any is valid text.
-fn joined(req: &RequestHeader, name: &str) -> Option<String> {
+/// All values of a header joined with `separator`, if any is valid text.
+fn joined(req: &RequestHeader, name: &str, separator: &str) -> Option<String> {
     let values: Vec<&str> = req
         .headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    (!values.is_empty()).then(|| values.join(", "))
+    (!values.is_empty()).then(|| values.join(separator))
 }
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. A peer in
@@ -61,16 +61,16 @@ pub fn set_forwarded(
     host: &str,
 ) {
     let peer_text = peer.map(|p| p.to_string()).unwrap_or_default();
-    let xff = match (trusted, joined(req, "x-forwarded-for")) {
+    let xff = match (trusted, joined(req, "x-forwarded-for", ", ")) {
         (true, Some(existing)) if !peer_text.is_empty() => format!("{existing}, {peer_text}"),
         (true, Some(existing)) => existing,
         _ => peer_text,
     };
-    let xfp = match (trusted, joined(req, "x-forwarded-proto")) {
+    let xfp = match (trusted, joined(req, "x-forwarded-proto", ", ")) {
         (true, Some(existing)) => existing,
         _ => proto.to_string(),
     };
-    let xfh = match (trusted, joined(req, "x-forwarded-host")) {
+    let xfh = match (trusted, joined(req, "x-forwarded-host", ", ")) {
         (true, Some(existing)) => existing,
         _ => host.to_string(),
     };
@@ -107,7 +107,7 @@ pub fn set_header(req: &mut RequestHeader, name: &str, value: &str) -> bool {
 
 /// Removes the gateway's own session cookie from the `Cookie` header(s).
 pub fn strip_cookie(req: &mut RequestHeader, cookie_name: &str) {
-    let Some(all) = joined_cookies(req) else {
+    let Some(all) = joined(req, "cookie", "; ") else {
         return;
     };
     let kept: Vec<&str> = all
@@ -120,16 +120,6 @@ pub fn strip_cookie(req: &mut RequestHeader, cookie_name: &str) {
     if !kept.is_empty() {
         set_header(req, "cookie", &kept.join("; "));
     }
-}
-
-fn joined_cookies(req: &RequestHeader) -> Option<String> {
-    let values: Vec<&str> = req
-        .headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join("; "))
 }
 
 #[cfg(test)]

@@ -56,6 +56,13 @@ pub struct RequestCtx {
     _inflight: InflightGuard,
 }
 
+impl RequestCtx {
+    /// The normalized path, once the request target has been parsed.
+    fn path(&self) -> &str {
+        self.target.as_ref().map(|t| t.path.as_str()).unwrap_or("")
+    }
+}
+
 fn header_bytes(req: &pingora::http::RequestHeader) -> usize {
     req.raw_path().len()
         + req
@@ -86,8 +93,7 @@ fn request_host(req: &pingora::http::RequestHeader) -> Result<(String, String), 
 impl Gateway {
     /// Answers the gateway's own endpoints under `/_portcullis/`.
     async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("");
-        match path {
+        match ctx.path() {
             "/_portcullis/healthz" => respond::text(session, 200, "ok").await?,
             _ => {
                 respond::send(
@@ -390,7 +396,7 @@ impl ProxyHttp for Gateway {
             target: "portcullis::access",
             method = %req.method,
             host = %ctx.host,
-            path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or(""),
+            path = ctx.path(),
             route,
             status,
             upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
