@@ -1,6 +1,7 @@
 //! Portcullis: an identity-aware reverse proxy on Pingora.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod admin;
 pub mod app;
 pub mod authz;
@@ -10,5 +11,6 @@ pub mod metrics;
 pub mod provision;
 pub mod proxy;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod util;

@@ -112,6 +112,26 @@ pub fn jit_from_config(config: &Config) -> JitTable {
         .collect()
 }
 
+/// The file's JIT rules with the entries the management API added. An
+/// entry for an organization that is no longer in the file is ignored.
+pub fn merge_jit(file: &JitTable, api: &JitTable) -> JitTable {
+    let mut merged = file.clone();
+    for (org, extra) in api {
+        if let Some(rules) = merged.get_mut(org) {
+            rules
+                .email_domains
+                .extend(extra.email_domains.iter().cloned());
+            rules
+                .sso_connectors
+                .extend(extra.sso_connectors.iter().cloned());
+            rules
+                .default_roles
+                .extend(extra.default_roles.iter().cloned());
+        }
+    }
+    merged
+}
+
 /// One expression's run, for the trace.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExprTrace {
@@ -270,6 +290,17 @@ pub fn identity(
         email_verified: raw.get("email_verified") == Some(&Value::Bool(true)),
         name: text(&idp.name),
     })
+}
+
+/// [`identity`] from plain JSON claims.
+pub fn identity_from_claims(
+    idp: &IdentityProvider,
+    claims: &Value,
+) -> Result<Identity, ProvisionError> {
+    let data = claims
+        .to_jmespath()
+        .map_err(|_| ProvisionError::ClaimsNotObject)?;
+    identity(idp, &data, claims)
 }
 
 /// The domain of an email with exactly one `@`, lower-case.

@@ -270,3 +270,25 @@ pub async fn get(
     req.push_str("\r\n");
     raw(addr, req.as_bytes()).await
 }
+
+/// A new, empty database on the test PostgreSQL server that `./dev test`
+/// starts (PORTCULLIS_TEST_POSTGRES_URL), and its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("PORTCULLIS_TEST_POSTGRES_URL").expect(
+        "PORTCULLIS_TEST_POSTGRES_URL is not set: run the tests with `./dev test`, \
+         which starts a PostgreSQL server on loopback",
+    );
+    let name = format!("t_{}", hex::encode(rand::random::<[u8; 8]>()));
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("test PostgreSQL at {base}: {e}"));
+    // The name is ours: hex digits after a fixed prefix.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}

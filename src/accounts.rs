@@ -1,0 +1,64 @@
+//! A login's provisioning, end to end: the engine's plan against what the
+//! store holds, applied in one transaction, logged and counted. The login
+//! callback, and tests of the store, call [`provision_login`].
+
+use serde_json::Value;
+
+use crate::config::{Config, IdentityProvider};
+use crate::metrics::{DecisionLabels, Metrics, PolicyErrorLabels};
+use crate::provision::{self, Outcome};
+use crate::store::{AppliedLogin, Store, StoreError};
+
+pub async fn provision_login(
+    store: &Store,
+    config: &Config,
+    idp: &IdentityProvider,
+    claims: &Value,
+    metrics: Option<&Metrics>,
+) -> Result<AppliedLogin, StoreError> {
+    let identity = provision::identity_from_claims(idp, claims)?;
+    let file_jit = provision::jit_from_config(config);
+    let applied = store
+        .apply_login(&identity, |existing, api_jit| {
+            let jit = provision::merge_jit(&file_jit, api_jit);
+            provision::plan(config, idp, claims, existing, &jit)
+        })
+        .await?;
+    let plan = &applied.plan;
+    for e in &plan.policy_errors {
+        tracing::warn!(
+            target: "portcullis::provision",
+            idp = %e.idp, org = %e.org, expression = %e.expression, error = %e.message,
+            "policy expression failed; no match for this organization"
+        );
+    }
+    for w in &plan.warnings {
+        tracing::warn!(target: "portcullis::provision", idp = %idp.id, "{w}");
+    }
+    if plan.outcome != Outcome::Allowed {
+        tracing::warn!(
+            target: "portcullis::provision",
+            idp = %idp.id, subject = %plan.identity.subject, outcome = ?plan.outcome,
+            "login refused"
+        );
+    }
+    if let Some(m) = metrics {
+        for e in &plan.policy_errors {
+            m.policy_errors
+                .get_or_create(&PolicyErrorLabels {
+                    idp: e.idp.clone(),
+                    org: e.org.clone(),
+                })
+                .inc();
+        }
+        for c in &plan.changes {
+            m.provisioning_decisions
+                .get_or_create(&DecisionLabels {
+                    idp: idp.id.clone(),
+                    decision: c.decision.as_str().to_string(),
+                })
+                .inc();
+        }
+    }
+    Ok(applied)
+}

@@ -1,0 +1,858 @@
+//! Persistence: users, identities, memberships, JIT entries added through
+//! the API, sessions, the shared signing key and the audit log, in SQLite
+//! or PostgreSQL. The only module that knows sqlx. Both databases run the
+//! same SQL (`$n` placeholders, `ON CONFLICT`), through sqlx's `Any`
+//! driver; only the migrations differ.
+
+mod records;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+use crate::config::StoreKind;
+use crate::provision::{
+    Change, Decision, ExistingUser, Identity, JitRules, JitTable, Membership, MembershipSource,
+    Outcome, Plan, ProvisionError,
+};
+pub use records::*;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("src/store/migrations/postgres");
+
+/// How many times a login transaction is tried when it collides with a
+/// concurrent one (a unique constraint, a busy SQLite file, a PostgreSQL
+/// serialization failure).
+const LOGIN_ATTEMPTS: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unreachable: {0}")]
+    Unavailable(String),
+    #[error("store query failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(
+        "a concurrent change kept colliding with this one; gave up after {LOGIN_ATTEMPTS} tries"
+    )]
+    Contention,
+}
+
+impl StoreError {
+    /// A collision with a concurrent transaction: trying again can succeed.
+    fn is_retryable(&self) -> bool {
+        let StoreError::Database(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        if e.is_unique_violation() {
+            return true;
+        }
+        // SQLite: BUSY (5), BUSY_SNAPSHOT (517), LOCKED (6); PostgreSQL:
+        // serialization_failure, deadlock_detected.
+        matches!(
+            e.code().as_deref(),
+            Some("5" | "517" | "6" | "262" | "40001" | "40P01")
+        )
+    }
+
+    /// The store could not be reached at all (as opposed to a query that
+    /// failed): new logins and API writes answer 503.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Database(
+                    sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+                )
+        )
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
+}
+
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    kind: StoreKind,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("kind", &self.kind).finish()
+    }
+}
+
+/// The URL without a password, for logs.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects, creating a SQLite file when it is missing, and applies
+    /// the embedded migrations.
+    pub async fn open(url: &str, kind: StoreKind) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = match kind {
+            StoreKind::Sqlite if !url.contains("mode=") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_string(),
+        };
+        let max = match kind {
+            // One file, one writer at a time: a few connections are plenty.
+            StoreKind::Sqlite => 4,
+            StoreKind::Postgres => 10,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redacted_url(&url))))?;
+        let store = Store { pool, kind };
+        if store.kind == StoreKind::Sqlite {
+            // Readers do not block the writer. Persistent in the file.
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&store.pool)
+                .await?;
+        }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.kind {
+            StoreKind::Sqlite => &SQLITE_MIGRATIONS,
+            StoreKind::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        // Two replicas starting at once: the loser of the race sees the
+        // winner's tables, so one more try is enough.
+        match migrator.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                migrator.run(&self.pool).await.map_err(|_| first.into())
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &StoreKind {
+        &self.kind
+    }
+
+    /// For `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.kind {
+            // Take the write lock up front: a deferred transaction that
+            // reads and then writes deadlocks against another one.
+            StoreKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            StoreKind::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    // ---- logins -------------------------------------------------------
+
+    /// Provisions one login in one transaction: finds the user by
+    /// `(idp, subject)` or, for a pre-provisioned user, by `(idp, verified
+    /// email)`; asks `planner` for the plan given what is stored; writes
+    /// the user, identity, membership changes and audit events. A refused
+    /// new user leaves nothing behind. Collisions with a concurrent login
+    /// of the same user are retried, so both end with one user.
+    pub async fn apply_login<F>(
+        &self,
+        identity: &Identity,
+        planner: F,
+    ) -> Result<AppliedLogin, StoreError>
+    where
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+    {
+        let mut last = None;
+        for attempt in 0..LOGIN_ATTEMPTS {
+            match self.try_apply_login(identity, &planner).await {
+                Ok(applied) => {
+                    for event in &applied.audit {
+                        event.emit();
+                    }
+                    return Ok(applied);
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(attempt, error = %e, "login transaction collided; trying again");
+                    let backoff = 5 + rand::random::<u64>() % (10 << attempt.min(5));
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(error = ?last, "login transaction gave up");
+        Err(StoreError::Contention)
+    }
+
+    async fn try_apply_login<F>(
+        &self,
+        identity: &Identity,
+        planner: &F,
+    ) -> Result<AppliedLogin, StoreError>
+    where
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+    {
+        let mut tx = self.begin().await?;
+        let by_subject: Option<String> =
+            sqlx::query("SELECT user_id FROM identities WHERE idp = $1 AND subject = $2")
+                .bind(&identity.idp)
+                .bind(&identity.subject)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+        let verified_email = identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+            .map(str::to_lowercase);
+        let (user_id, identity_is_new) = match (by_subject, &verified_email) {
+            (Some(id), _) => (Some(id), false),
+            (None, Some(email)) => {
+                let pre: Option<String> = sqlx::query(
+                    "SELECT user_id FROM identities WHERE idp = $1 AND subject IS NULL AND email = $2",
+                )
+                .bind(&identity.idp)
+                .bind(email)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                (pre, true)
+            }
+            (None, None) => (None, true),
+        };
+        let existing = match &user_id {
+            Some(id) => Some(ExistingUser {
+                memberships: memberships_of(&mut tx, id).await?,
+                identity_is_new,
+            }),
+            None => None,
+        };
+        let api_jit = load_jit(&mut tx).await?;
+        let plan = planner(existing.as_ref(), &api_jit)?;
+        let actor = format!("login:{}", identity.idp);
+        let at = now();
+        let mut audit = Vec::new();
+
+        let user_id = match (user_id, &plan.outcome) {
+            // Refused and new: nothing is created.
+            (None, Outcome::Allowed) => {
+                let id = new_id("u_");
+                sqlx::query(
+                    "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(&id)
+                .bind(&identity.email)
+                .bind(&identity.name)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&id)
+                .bind(&identity.idp)
+                .bind(&identity.subject)
+                .bind(&verified_email)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                audit.push(AuditEvent::new(
+                    at,
+                    &actor,
+                    "user.created",
+                    Some(&id),
+                    None,
+                    None,
+                    Some(serde_json::json!({
+                        "idp": identity.idp, "subject": identity.subject,
+                        "email": identity.email, "name": identity.name,
+                    })),
+                ));
+                Some(id)
+            }
+            (None, _) => None,
+            (Some(id), _) => {
+                if identity_is_new {
+                    // A pre-provisioned user's first login records the subject.
+                    sqlx::query(
+                        "UPDATE identities SET subject = $1 WHERE user_id = $2 AND idp = $3",
+                    )
+                    .bind(&identity.subject)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *tx)
+                    .await?;
+                    audit.push(AuditEvent::new(
+                        at,
+                        &actor,
+                        "identity.linked",
+                        Some(&id),
+                        None,
+                        None,
+                        Some(serde_json::json!({"idp": identity.idp, "subject": identity.subject})),
+                    ));
+                }
+                // The IdP's profile is the newest word on email and name.
+                sqlx::query(
+                    "UPDATE users SET email = COALESCE($1, email), name = COALESCE($2, name), updated_at = $3 WHERE id = $4",
+                )
+                .bind(&identity.email)
+                .bind(&identity.name)
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+                Some(id)
+            }
+        };
+        if let Some(id) = &user_id {
+            for change in &plan.changes {
+                apply_change(&mut tx, id, change, at).await?;
+                audit.push(AuditEvent::for_change(at, &actor, id, change));
+            }
+            for event in &audit {
+                event.insert(&mut tx).await?;
+            }
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            audit.clear();
+        }
+        Ok(AppliedLogin {
+            user_id,
+            plan,
+            audit,
+        })
+    }
+
+    // ---- users ----------------------------------------------------------
+
+    pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        let Some(row) = sqlx::query("SELECT id, email, name, created_at FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut conn = self.pool.acquire().await?;
+        let identities = sqlx::query(
+            "SELECT idp, subject, email FROM identities WHERE user_id = $1 ORDER BY idp",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(UserIdentity {
+                idp: r.try_get(0)?,
+                subject: r.try_get(1)?,
+                email: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let memberships = memberships_of(&mut conn, id).await?;
+        Ok(Some(User {
+            id: row.try_get(0)?,
+            email: row.try_get(1)?,
+            name: row.try_get(2)?,
+            created_at: row.try_get(3)?,
+            identities,
+            memberships,
+        }))
+    }
+
+    /// Pre-provisions a user for an IdP: memberships are `manual`. Refused
+    /// with `Conflict` when the IdP already knows that subject or email.
+    pub async fn create_user(&self, u: &NewUser, actor: &str) -> Result<User, StoreError> {
+        let email = u.email.as_deref().map(str::to_lowercase);
+        let mut tx = self.begin().await?;
+        let taken = sqlx::query(
+            "SELECT user_id FROM identities WHERE idp = $1 AND (subject = $2 OR (subject IS NULL AND email = $3))",
+        )
+        .bind(&u.idp)
+        .bind(&u.subject)
+        .bind(&email)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "identity provider {:?} already has a user with this subject or email",
+                u.idp
+            )));
+        }
+        let at = now();
+        let id = new_id("u_");
+        sqlx::query(
+            "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&id)
+        .bind(&u.email)
+        .bind(&u.name)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&id)
+        .bind(&u.idp)
+        .bind(&u.subject)
+        .bind(&email)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        let mut audit = vec![AuditEvent::new(
+            at,
+            actor,
+            "user.created",
+            Some(&id),
+            None,
+            None,
+            Some(
+                serde_json::json!({"idp": u.idp, "subject": u.subject, "email": u.email, "name": u.name}),
+            ),
+        )];
+        for m in &u.memberships {
+            let m = Membership {
+                source: MembershipSource::Manual,
+                ..m.clone()
+            };
+            write_membership(&mut tx, &id, &m, at).await?;
+            audit.push(AuditEvent::for_change(
+                at,
+                actor,
+                &id,
+                &Change {
+                    org: m.org.clone(),
+                    decision: Decision::Created,
+                    before: None,
+                    after: Some(m),
+                },
+            ));
+        }
+        for event in &audit {
+            event.insert(&mut tx).await?;
+        }
+        tx.commit().await?;
+        for event in &audit {
+            event.emit();
+        }
+        self.user(&id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("a created user vanished".into()))
+    }
+
+    /// Users by creation, a page at a time.
+    pub async fn users(&self, limit: i64, offset: i64) -> Result<Vec<User>, StoreError> {
+        let ids = sqlx::query("SELECT id FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2")
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut users = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A user deleted between the two reads is skipped.
+            users.extend(self.user(&id).await?);
+        }
+        Ok(users)
+    }
+
+    pub async fn count_users(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    // ---- sessions -------------------------------------------------------
+
+    pub async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
+        let at = now();
+        sqlx::query(
+            "INSERT INTO sessions (id_hash, user_id, idp, subject, sid, id_token, claims, created_at, last_seen_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+        )
+        .bind(&s.id_hash)
+        .bind(&s.user_id)
+        .bind(&s.idp)
+        .bind(&s.subject)
+        .bind(&s.sid)
+        .bind(&s.id_token)
+        .bind(json_text(&s.claims))
+        .bind(at)
+        .bind(s.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The session with this hashed id, its user and memberships, when it
+    /// exists (expiry is the caller's judgement).
+    pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(row) = sqlx::query(
+            "SELECT s.user_id, s.idp, s.subject, s.sid, s.id_token, s.claims, s.created_at, s.last_seen_at, s.expires_at, u.email, u.name \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
+        )
+        .bind(id_hash)
+        .fetch_optional(&mut *conn)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let user_id: String = row.try_get(0)?;
+        let claims: String = row.try_get(5)?;
+        let claims = serde_json::from_str(&claims)
+            .map_err(|e| StoreError::Corrupt(format!("claims of a session: {e}")))?;
+        let memberships = memberships_of(&mut conn, &user_id).await?;
+        Ok(Some(SessionRecord {
+            id_hash: id_hash.to_string(),
+            user_id,
+            idp: row.try_get(1)?,
+            subject: row.try_get(2)?,
+            sid: row.try_get(3)?,
+            id_token: row.try_get(4)?,
+            claims,
+            created_at: row.try_get(6)?,
+            last_seen_at: row.try_get(7)?,
+            expires_at: row.try_get(8)?,
+            email: row.try_get(9)?,
+            name: row.try_get(10)?,
+            memberships,
+        }))
+    }
+
+    pub async fn touch_session(&self, id_hash: &str, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2")
+            .bind(at)
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends the sessions of `(idp, subject)`, only the one IdP session
+    /// `sid` when given, or every session with that `sid` when no subject
+    /// is given. Returns the hashed ids ended.
+    pub async fn delete_sessions_by_idp(
+        &self,
+        idp: &str,
+        subject: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id_hash FROM sessions WHERE idp = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR sid = $3)",
+        )
+        .bind(idp)
+        .bind(subject)
+        .bind(sid)
+        .fetch_all(&mut *tx)
+        .await?;
+        let hashes = rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        for h in &hashes {
+            sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+                .bind(h)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(hashes)
+    }
+
+    pub async fn delete_expired_sessions(&self, at: i64, idle: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2")
+            .bind(at)
+            .bind(at - idle)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    // ---- signing key ----------------------------------------------------
+
+    /// The key stored under `name`, or `generate`'s, stored so that every
+    /// replica signs with the same one. Concurrent starts agree on one.
+    pub async fn signing_key(
+        &self,
+        name: &str,
+        generate: impl FnOnce() -> StoredKey,
+    ) -> Result<StoredKey, StoreError> {
+        if let Some(k) = self.read_key(name).await? {
+            return Ok(k);
+        }
+        let fresh = generate();
+        sqlx::query(
+            "INSERT INTO signing_keys (name, kid, private_key, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&fresh.kid)
+        .bind(&fresh.private_key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        self.read_key(name)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("signing key {name:?} vanished")))
+    }
+
+    async fn read_key(&self, name: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(StoredKey {
+                kid: r.try_get(0)?,
+                private_key: r.try_get(1)?,
+            })
+        })
+        .transpose()
+    }
+
+    // ---- JIT entries added through the API --------------------------------
+
+    pub async fn api_jit(&self) -> Result<JitTable, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_jit(&mut conn).await
+    }
+
+    // ---- audit ----------------------------------------------------------
+
+    pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, user_id, org_id, before, after FROM audit_events \
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id LIMIT $3 OFFSET $4",
+        )
+        .bind(&filter.user_id)
+        .bind(&filter.org_id)
+        .bind(filter.limit)
+        .bind(filter.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(AuditEvent::from_row).collect()
+    }
+
+    pub async fn count_audit_events(&self, filter: &AuditFilter) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM audit_events WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2)",
+        )
+        .bind(&filter.user_id)
+        .bind(&filter.org_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+async fn memberships_of(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+) -> Result<Vec<Membership>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT m.org_id, m.source, r.role FROM memberships m \
+         LEFT JOIN membership_roles r ON r.user_id = m.user_id AND r.org_id = m.org_id \
+         WHERE m.user_id = $1 ORDER BY m.org_id, r.role",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out: Vec<Membership> = Vec::new();
+    for row in rows {
+        let org: String = row.try_get(0)?;
+        let source: String = row.try_get(1)?;
+        let role: Option<String> = row.try_get(2)?;
+        let source = MembershipSource::parse(&source)
+            .ok_or_else(|| StoreError::Corrupt(format!("membership source {source:?}")))?;
+        match out.last_mut() {
+            Some(m) if m.org == org => m.roles.extend(role),
+            _ => out.push(Membership {
+                org,
+                roles: role.into_iter().collect(),
+                source,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+async fn load_jit(conn: &mut sqlx::AnyConnection) -> Result<JitTable, StoreError> {
+    let mut table: JitTable = BTreeMap::new();
+    for (sql, which) in [
+        ("SELECT org_id, domain FROM jit_email_domains", 0),
+        ("SELECT org_id, idp FROM jit_sso_connectors", 1),
+        ("SELECT org_id, role FROM jit_roles", 2),
+    ] {
+        for row in sqlx::query(sql).fetch_all(&mut *conn).await? {
+            let org: String = row.try_get(0)?;
+            let value: String = row.try_get(1)?;
+            let rules: &mut JitRules = table.entry(org).or_default();
+            match which {
+                0 => rules.email_domains.insert(value),
+                1 => rules.sso_connectors.insert(value),
+                _ => rules.default_roles.insert(value),
+            };
+        }
+    }
+    Ok(table)
+}
+
+async fn write_membership(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    m: &Membership,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO memberships (user_id, org_id, source, created_at, updated_at) VALUES ($1, $2, $3, $4, $4) \
+         ON CONFLICT (user_id, org_id) DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at",
+    )
+    .bind(user_id)
+    .bind(&m.org)
+    .bind(m.source.as_str())
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM membership_roles WHERE user_id = $1 AND org_id = $2")
+        .bind(user_id)
+        .bind(&m.org)
+        .execute(&mut *conn)
+        .await?;
+    for role in &m.roles {
+        sqlx::query("INSERT INTO membership_roles (user_id, org_id, role) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(&m.org)
+            .bind(role)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn delete_membership(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    org: &str,
+) -> Result<bool, StoreError> {
+    sqlx::query("DELETE FROM membership_roles WHERE user_id = $1 AND org_id = $2")
+        .bind(user_id)
+        .bind(org)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM memberships WHERE user_id = $1 AND org_id = $2")
+        .bind(user_id)
+        .bind(org)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+async fn apply_change(
+    conn: &mut sqlx::AnyConnection,
+    user_id: &str,
+    change: &Change,
+    at: i64,
+) -> Result<(), StoreError> {
+    match (&change.decision, &change.after) {
+        (Decision::Removed, _) | (_, None) => {
+            delete_membership(conn, user_id, &change.org).await?;
+        }
+        (_, Some(after)) => write_membership(conn, user_id, after, at).await?,
+    }
+    Ok(())
+}
+
+impl AuditEvent {
+    fn from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
+        let parse = |s: Option<String>| -> Result<Option<Value>, StoreError> {
+            s.map(|s| {
+                serde_json::from_str(&s)
+                    .map_err(|e| StoreError::Corrupt(format!("audit event: {e}")))
+            })
+            .transpose()
+        };
+        Ok(AuditEvent {
+            id: r.try_get(0)?,
+            at: r.try_get(1)?,
+            actor: r.try_get(2)?,
+            action: r.try_get(3)?,
+            user_id: r.try_get(4)?,
+            organization_id: r.try_get(5)?,
+            before: parse(r.try_get(6)?)?,
+            after: parse(r.try_get(7)?)?,
+        })
+    }
+
+    async fn insert(&self, conn: &mut sqlx::AnyConnection) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, action, user_id, org_id, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(self.at)
+        .bind(&self.actor)
+        .bind(&self.action)
+        .bind(&self.user_id)
+        .bind(&self.organization_id)
+        .bind(self.before.as_ref().map(json_text))
+        .bind(self.after.as_ref().map(json_text))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
