@@ -42,5 +42,93 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// Authorization and identity headers for a cached session: the route
+/// verdict (cached per session and route), the assertion (reused while
+/// valid), stripping client identity headers and setting ours, with two
+/// claim headers.
+fn authorize_and_headers(c: &mut Criterion) {
+    use portcullis::assertion::Signer;
+    use portcullis::provision::{Membership, MembershipSource};
+    use portcullis::proxy::headers;
+    use portcullis::session::Principal;
+    use portcullis::store::SessionRecord;
+
+    let yaml = r#"server: {listen: "127.0.0.1:8080", public_url: "https://auth.example.com"}
+session: {secret: "0123456789abcdef0123456789abcdef"}
+organizations:
+  - {id: lab, roles: [{name: Admin}, {name: Member}]}
+routes:
+  - name: app
+    hosts: [app.example.com]
+    upstreams: ["127.0.0.1:3000"]
+    org: lab
+    allow_roles: [Admin]
+    allow_if: "contains(groups, 'grafana')"
+    claim_headers: {X-Department: department, X-Groups: groups}
+"#;
+    let config = Config::from_yaml(yaml, Path::new("bench.yaml"), &Environment::system()).unwrap();
+    let route = config.routes[0].clone();
+    let principal = Principal::from_record(SessionRecord {
+        id_hash: "h".into(),
+        user_id: "u_0123456789abcdef01234567".into(),
+        idp: "authentik".into(),
+        subject: "9590c3bf-8b6e-4f5c-a7b2-1f0c2d3e4a5b".into(),
+        sid: None,
+        id_token: None,
+        claims: serde_json::json!({"groups": ["grafana", "admin"], "department": "R&D"}),
+        created_at: 0,
+        last_seen_at: portcullis::store::now(),
+        expires_at: portcullis::store::now() + 3600,
+        email: Some("user@example.com".into()),
+        name: Some("Example User".into()),
+        memberships: vec![Membership {
+            org: "lab".into(),
+            roles: vec!["Admin".into(), "Member".into()],
+            source: MembershipSource::Policy,
+        }],
+    });
+    let signer = Signer::new(&Signer::generate().unwrap()).unwrap();
+    let names: Vec<String> = config
+        .identity_headers
+        .all()
+        .iter()
+        .map(|h| h.as_str().to_string())
+        .collect();
+    let mut request = pingora::http::RequestHeader::build("GET", b"/dashboard", None).unwrap();
+    for (k, v) in [
+        ("host", "app.example.com"),
+        ("accept", "text/html"),
+        ("x-auth-user-id", "spoofed"),
+        ("cookie", "theme=dark"),
+    ] {
+        request.insert_header(k, v).unwrap();
+    }
+    c.bench_function("authorize + identity headers, cached session", |b| {
+        b.iter(|| {
+            let mut req = request.clone();
+            let now = portcullis::store::now();
+            principal.verdict(1, &route).unwrap();
+            let jwt = principal
+                .assertion(
+                    &signer,
+                    "https://auth.example.com",
+                    "app.example.com",
+                    Some("lab"),
+                    now,
+                )
+                .unwrap();
+            headers::strip_identity_headers(&mut req, &names);
+            headers::set_identity(
+                &mut req,
+                &config.identity_headers,
+                &route,
+                &principal,
+                Some(&jwt),
+            );
+            req
+        })
+    });
+}
+
+criterion_group!(benches, bench, authorize_and_headers);
 criterion_main!(benches);

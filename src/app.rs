@@ -3,14 +3,56 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::assertion::{KEY_NAME, Signer};
+use crate::session::Sessions;
+use crate::store::{Store, redacted_url};
+use crate::util::Background;
 
 use crate::config::Config;
 use crate::proxy::server::{self, StartError, Task};
 use crate::state::Shared;
 
+/// How long start-up waits for the store (a database that starts at the
+/// same time as the gateway, in a container set).
+const STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens the store (retrying while it is unreachable), applies its
+/// migrations, and loads or creates the assertion signing key.
+pub fn open_store(config: &Config, background: &Background) -> Result<(Store, Signer), StartError> {
+    let url = config.store.url.clone();
+    let kind = config.store.kind.clone();
+    background.block_on(async move {
+        let started = Instant::now();
+        let store = loop {
+            match Store::open(&url, kind.clone()).await {
+                Ok(s) => break s,
+                Err(e) if e.is_unavailable() && started.elapsed() < STORE_WAIT => {
+                    tracing::warn!(store = %redacted_url(&url), error = %e, "store not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(StartError::Store(format!("{}: {e}", redacted_url(&url)))),
+            }
+        };
+        // Used only when the store has no key yet.
+        let fresh = Signer::generate().map_err(|e| StartError::Store(e.to_string()))?;
+        let key = store
+            .signing_key(KEY_NAME, || fresh)
+            .await
+            .map_err(|e| StartError::Store(format!("signing key: {e}")))?;
+        let signer = Signer::new(&key).map_err(|e| StartError::Store(e.to_string()))?;
+        tracing::info!(store = %redacted_url(&url), kid = signer.kid(), "store ready");
+        Ok((store, signer))
+    })
+}
+
 /// Runs until shutdown. `Err` means the gateway could not start (exit 2).
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
-    let shared = Shared::new(config, config_path);
+    let background = Background::start("portcullis-io").map_err(StartError::Runtime)?;
+    let (store, signer) = open_store(&config, &background)?;
+    let sessions = Sessions::new(store, background, config.store.cache_ttl);
+    let shared = Shared::new(config, config_path, sessions, signer);
     let runtime = shared.runtime.load_full();
     let mut tasks = Vec::new();
     if let Some(admin) = &runtime.config.admin {

@@ -4,12 +4,14 @@
 pub mod accounts;
 pub mod admin;
 pub mod app;
+pub mod assertion;
 pub mod authz;
 pub mod config;
 pub mod demo;
 pub mod metrics;
 pub mod provision;
 pub mod proxy;
+pub mod session;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -8,10 +8,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::assertion::Signer;
 use crate::authz::RouteTable;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::upstream::UpstreamSet;
+use crate::session::Sessions;
+use crate::store::Store;
 
 /// One generation of configuration, with everything derived from it.
 /// Requests take an `Arc` to the generation current when they start and
@@ -23,6 +26,9 @@ pub struct Runtime {
     pub upstreams: Vec<UpstreamSet>,
     /// Lower-case names with `_` read as `-`: what a client may not send.
     pub identity_header_names: Vec<String>,
+    /// Distinguishes this generation in caches that outlive it (route
+    /// verdicts cached on sessions).
+    pub generation: u64,
 }
 
 impl Runtime {
@@ -40,6 +46,7 @@ impl Runtime {
             routes,
             upstreams,
             identity_header_names,
+            generation: crate::session::next_generation(),
         }
     }
 }
@@ -48,6 +55,8 @@ pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     pub config_path: PathBuf,
+    pub sessions: Sessions,
+    pub signer: Signer,
     inflight: AtomicUsize,
 }
 
@@ -61,13 +70,24 @@ impl Drop for InflightGuard {
 }
 
 impl Shared {
-    pub fn new(config: Config, config_path: PathBuf) -> Arc<Shared> {
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        sessions: Sessions,
+        signer: Signer,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             metrics: Metrics::new(),
             config_path,
+            sessions,
+            signer,
             inflight: AtomicUsize::new(0),
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        self.sessions.store()
     }
 
     pub fn inflight(&self) -> usize {

@@ -25,3 +25,56 @@ where
     std::thread::spawn(move || rt.block_on(task));
     Ok(())
 }
+
+/// A runtime of its own for I/O that outlives any one Pingora service: the
+/// store's connection pool and the IdP client live here, so their sockets
+/// stay registered with one reactor for the life of the process. Work is
+/// handed over with [`Background::run`] from any runtime.
+#[derive(Clone, Debug)]
+pub struct Background {
+    handle: tokio::runtime::Handle,
+}
+
+impl Background {
+    pub fn start(name: &str) -> std::io::Result<Background> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        // The runtime is never dropped: its thread holds it until exit.
+        std::thread::Builder::new()
+            .name(format!("{name}-owner"))
+            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+        Ok(Background { handle })
+    }
+
+    /// The current runtime, for tests and tools that already run in one.
+    pub fn current() -> Background {
+        Background {
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    pub async fn run<T, F>(&self, task: F) -> Result<T, tokio::task::JoinError>
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn(task).await
+    }
+
+    /// Starts `task` without waiting for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.handle.spawn(task);
+    }
+
+    /// Runs `task` to completion from outside any runtime (start-up).
+    pub fn block_on<F: std::future::Future>(&self, task: F) -> F::Output {
+        self.handle.block_on(task)
+    }
+}

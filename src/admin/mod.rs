@@ -19,9 +19,20 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn readyz(State(_shared): State<Arc<Shared>>) -> impl IntoResponse {
-    // A config is always loaded once the listener is up.
-    (StatusCode::OK, "ready")
+/// Ready when the config is loaded (always, once this listener is up) and
+/// the store answers.
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let ping = shared
+        .sessions
+        .with_store(|s| async move { s.ping().await });
+    match tokio::time::timeout(std::time::Duration::from_secs(3), ping).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready".to_string()),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store: no answer within 3s".to_string(),
+        ),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

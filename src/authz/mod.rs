@@ -1,9 +1,11 @@
 //! Route matching and route policy. Pure: no I/O, no pingora types.
 
 pub mod path;
+pub mod policy;
 pub mod routes;
 
 pub use path::{PathError, Target, parse_target, under_prefix};
+pub use policy::{Denied, authorize};
 pub use routes::{RouteTable, normalize_host};
 
 use crate::config::Route;

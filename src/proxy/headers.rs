@@ -6,18 +6,27 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
+use crate::config::{IdentityHeaders, Route};
+use crate::session::Principal;
+
 /// Whether a client-sent header name would pass for an identity header:
 /// compared lower-case with `_` read as `-`, against the configured names
 /// and the whole `x-auth-` family.
 pub fn is_identity_header(name: &str, identity_names: &[String]) -> bool {
-    let normalized: String = name
-        .bytes()
-        .map(|b| match b {
-            b'_' => '-',
-            b => b.to_ascii_lowercase() as char,
-        })
-        .collect();
-    normalized.starts_with("x-auth-") || identity_names.contains(&normalized)
+    // On the hot path: compared byte by byte, without allocating.
+    let norm = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    let same = |a: &[u8], b: &[u8]| a.iter().zip(b).all(|(x, y)| norm(*x) == *y);
+    let name = name.as_bytes();
+    (name.len() >= 7 && same(&name[..7], b"x-auth-"))
+        || identity_names
+            .iter()
+            .any(|n| n.len() == name.len() && same(name, n.as_bytes()))
 }
 
 /// Removes every identity-looking header; returns how many names went.
@@ -40,7 +49,7 @@ pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
 }
 
 /// All values of a header joined with `separator`, if any is valid text.
-fn joined(req: &RequestHeader, name: &str, separator: &str) -> Option<String> {
+pub fn joined(req: &RequestHeader, name: &str, separator: &str) -> Option<String> {
     let values: Vec<&str> = req
         .headers
         .get_all(name)
@@ -102,6 +111,82 @@ pub fn set_header(req: &mut RequestHeader, name: &str, value: &str) -> bool {
             tracing::warn!(header = name, "header value not allowed in HTTP; left out");
             false
         }
+    }
+}
+
+/// Sets the identity headers for `principal` on `route` (after
+/// [`strip_identity_headers`]): user id, subject, IdP, email, name, the
+/// route's organization and the user's roles in it (sorted, comma
+/// separated), the assertion, and the route's `claim_headers`. A value that
+/// cannot travel in a header is left out and logged.
+pub fn set_identity(
+    req: &mut RequestHeader,
+    names: &IdentityHeaders,
+    route: &Route,
+    principal: &Principal,
+    assertion: Option<&str>,
+) {
+    set_named(req, &names.user_id, &principal.user_id);
+    set_named(req, &names.subject, &principal.subject);
+    set_named(req, &names.idp, &principal.idp);
+    if let Some(email) = &principal.email {
+        set_named(req, &names.email, email);
+    }
+    if let Some(name) = &principal.name {
+        set_named(req, &names.name, name);
+    }
+    if let Some(org) = &route.org {
+        set_named(req, &names.org, org);
+        // Stored roles are sorted already.
+        set_named(req, &names.roles, &principal.roles_in(org).join(","));
+    }
+    if let Some(jwt) = assertion {
+        set_named(req, &names.assertion, jwt);
+    }
+    for (name, expr) in &route.claim_headers {
+        let Ok(value) = expr.compiled.search(&principal.claims_data) else {
+            continue;
+        };
+        let text = if let Some(s) = value.as_string() {
+            Some(s.clone())
+        } else if let Some(items) = value.as_array() {
+            let parts: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_string().cloned().or_else(|| scalar(i)))
+                .collect();
+            parts.map(|p| p.join(","))
+        } else {
+            scalar(&value)
+        };
+        if let Some(text) = text.filter(|t| !t.is_empty()) {
+            set_named(req, name, &text);
+        }
+    }
+}
+
+/// [`set_header`] for a name parsed at config load.
+fn set_named(req: &mut RequestHeader, name: &http::HeaderName, value: &str) -> bool {
+    match http::HeaderValue::from_str(value) {
+        Ok(v) => {
+            let _ = req.insert_header(name.clone(), v);
+            true
+        }
+        _ => {
+            tracing::warn!(
+                header = name.as_str(),
+                "header value not allowed in HTTP; left out"
+            );
+            false
+        }
+    }
+}
+
+/// Numbers and booleans as text; `None` for null, objects, arrays.
+fn scalar(v: &jmespath::Variable) -> Option<String> {
+    match v {
+        jmespath::Variable::Number(n) => Some(n.to_string()),
+        jmespath::Variable::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
 

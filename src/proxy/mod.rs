@@ -18,6 +18,7 @@ use pingora::proxy::FailToProxy;
 use crate::authz::{self, Access, Target};
 use crate::config::Route;
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::session::{Principal, cookie};
 use crate::state::{InflightGuard, Runtime, Shared};
 use respond::Reply;
 
@@ -53,6 +54,8 @@ pub struct RequestCtx {
     upstream: Option<SocketAddr>,
     upstream_started: Option<Instant>,
     tries: usize,
+    /// The authenticated user, once the route's policy let them pass.
+    principal: Option<Arc<Principal>>,
     _inflight: InflightGuard,
 }
 
@@ -90,11 +93,134 @@ fn request_host(req: &pingora::http::RequestHeader) -> Result<(String, String), 
     Ok((host, raw.trim().to_string()))
 }
 
+/// Who a request is from, as far as its credentials say.
+enum Authn {
+    Principal(Arc<Principal>),
+    Anonymous,
+    /// A session cookie that the gateway cannot have written.
+    MalformedCookie,
+    /// The session is not cached and the store did not answer.
+    StoreUnavailable,
+}
+
 impl Gateway {
+    fn count_outcome(&self, outcome: &str) {
+        self.shared
+            .metrics
+            .auth_outcomes
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// The session named by the request's cookie, if it is live.
+    async fn authenticate(&self, session: &Session, runtime: &Runtime) -> Authn {
+        let config = &runtime.config;
+        let header = headers::joined(session.req_header(), "cookie", "; ");
+        let id = match cookie::find(header.as_deref(), &config.session.cookie_name) {
+            cookie::Found::Id(id) => id,
+            cookie::Found::None => return Authn::Anonymous,
+            cookie::Found::Malformed => return Authn::MalformedCookie,
+        };
+        match self
+            .shared
+            .sessions
+            .get(
+                &id.hash(),
+                config.session.idle_timeout,
+                &self.shared.metrics,
+            )
+            .await
+        {
+            Ok(Some(p)) => Authn::Principal(p),
+            Ok(None) => Authn::Anonymous,
+            Err(e) => {
+                tracing::warn!(error = %e, "session lookup failed");
+                Authn::StoreUnavailable
+            }
+        }
+    }
+
+    /// A protected route: a live session whose user meets the route's
+    /// policy passes; anyone else is answered here.
+    async fn protected(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
+        match self.authenticate(session, &runtime).await {
+            Authn::Principal(p) => match p.verdict(runtime.generation, route) {
+                Ok(()) => {
+                    self.count_outcome("allowed");
+                    ctx.principal = Some(p);
+                    Ok(false)
+                }
+                Err(denied) => {
+                    self.count_outcome("denied");
+                    tracing::info!(route = %route.name, user = %p.user_id, requirement = denied.code(), "access denied");
+                    let reply = Reply::new(403, denied.code(), "Access denied", denied.message());
+                    respond::send(session, &reply).await?;
+                    Ok(true)
+                }
+            },
+            Authn::Anonymous => self.unauthenticated(session, ctx).await,
+            Authn::MalformedCookie => {
+                self.count_outcome("bad_cookie");
+                let reply = bad_request("The session cookie is malformed; it has been removed.")
+                    .with_header("set-cookie", cookie::clear(&runtime.config));
+                respond::send(session, &reply).await?;
+                Ok(true)
+            }
+            Authn::StoreUnavailable => {
+                self.count_outcome("store_unavailable");
+                let reply = Reply::new(
+                    503,
+                    "store_unavailable",
+                    "Temporarily unavailable",
+                    "Sessions cannot be checked right now. Try again in a moment.",
+                )
+                .with_header("retry-after", "5");
+                respond::send(session, &reply).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Answers the gateway's own endpoints under `/_portcullis/`.
     async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
         match ctx.path() {
             "/_portcullis/healthz" => respond::text(session, 200, "ok").await?,
+            "/_portcullis/jwks.json" => {
+                let body = self.shared.signer.jwks().to_string();
+                let cache = [("cache-control", "public, max-age=300".to_string())];
+                respond::json(session, 200, body, &cache).await?
+            }
+            "/_portcullis/userinfo" => match self.authenticate(session, &runtime).await {
+                Authn::Principal(p) => {
+                    let body = serde_json::json!({
+                        "id": p.user_id,
+                        "idp": p.idp,
+                        "subject": p.subject,
+                        "email": p.email,
+                        "name": p.name,
+                        "memberships": p.roles.iter()
+                            .map(|(org, roles)| serde_json::json!({"org": org, "roles": roles}))
+                            .collect::<Vec<_>>(),
+                    });
+                    respond::json(session, 200, body.to_string(), &[]).await?
+                }
+                _ => {
+                    let reply =
+                        Reply::new(401, "unauthenticated", "Sign-in required", "No session.")
+                            .with_header("www-authenticate", "Bearer");
+                    respond::send(session, &reply).await?
+                }
+            },
+            "/_portcullis/logout" => self.logout(session, &runtime).await?,
             _ => {
                 respond::send(
                     session,
@@ -106,16 +232,52 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Ends the session named by the cookie (if any) and clears the cookie.
+    async fn logout(&self, session: &mut Session, runtime: &Runtime) -> Result<()> {
+        let method = &session.req_header().method;
+        if method != http::Method::GET && method != http::Method::POST {
+            let reply = Reply::new(
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                "Use GET or POST.",
+            )
+            .with_header("allow", "GET, POST");
+            return respond::send(session, &reply).await;
+        }
+        let config = &runtime.config;
+        let header = headers::joined(session.req_header(), "cookie", "; ");
+        if let cookie::Found::Id(id) = cookie::find(header.as_deref(), &config.session.cookie_name)
+        {
+            let hash = id.hash();
+            let key = hash.clone();
+            match self
+                .shared
+                .sessions
+                .with_store(move |s| async move { s.delete_session(&key).await })
+                .await
+            {
+                Ok(_) => tracing::info!(target: "portcullis::session", "session ended by logout"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "logout could not reach the store");
+                    let reply = Reply::new(
+                        503,
+                        "store_unavailable",
+                        "Temporarily unavailable",
+                        "Signing out failed; try again in a moment.",
+                    );
+                    return respond::send(session, &reply).await;
+                }
+            }
+            self.shared.sessions.forget(&[hash]).await;
+        }
+        respond::redirect(session, "/", vec![("set-cookie", cookie::clear(config))]).await
+    }
+
     /// A protected route without a valid session: browsers go to the
     /// login, API clients get 401.
     async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-        self.shared
-            .metrics
-            .auth_outcomes
-            .get_or_create(&crate::metrics::OutcomeLabels {
-                outcome: "unauthenticated".into(),
-            })
-            .inc();
+        self.count_outcome("unauthenticated");
         if respond::wants_html(session.req_header()) {
             let scheme = if ctx.tls { "https" } else { "http" };
             let original = format!(
@@ -163,6 +325,7 @@ impl ProxyHttp for Gateway {
             upstream: None,
             upstream_started: None,
             tries: 0,
+            principal: None,
             _inflight: self.shared.track(),
         }
     }
@@ -228,7 +391,7 @@ impl ProxyHttp for Gateway {
         }
         match authz::access(&route, path) {
             Access::Public => Ok(false),
-            Access::Protected => self.unauthenticated(session, ctx).await,
+            Access::Protected => self.protected(session, ctx, &route).await,
         }
     }
 
@@ -293,6 +456,30 @@ impl ProxyHttp for Gateway {
             && !route.pass_cookie
         {
             headers::strip_cookie(upstream, &config.session.cookie_name);
+        }
+        if let (Some(route), Some(p)) = (&ctx.route, &ctx.principal) {
+            let issuer = config.server.public_url.as_str().trim_end_matches('/');
+            let now = crate::store::now();
+            let assertion = match p.assertion(
+                &self.shared.signer,
+                issuer,
+                &ctx.host,
+                route.org.as_deref(),
+                now,
+            ) {
+                Ok(jwt) => Some(jwt),
+                Err(e) => {
+                    tracing::error!(error = %e, "assertion not signed; sent without it");
+                    None
+                }
+            };
+            headers::set_identity(
+                upstream,
+                &config.identity_headers,
+                route,
+                p,
+                assertion.as_deref(),
+            );
         }
         if let Some(target) = &ctx.target {
             // The upstream sees the same path that the policy judged.

@@ -132,6 +132,22 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> Res
     .await
 }
 
+/// A JSON answer (the gateway's own endpoints).
+pub async fn json(
+    session: &mut Session,
+    status: u16,
+    body: String,
+    headers: &[(&'static str, String)],
+) -> Result<()> {
+    write(
+        session,
+        status,
+        headers,
+        Some((Bytes::from(body), "application/json")),
+    )
+    .await
+}
+
 /// 302 to `location`, with extra headers (e.g. `Set-Cookie`).
 pub async fn redirect(
     session: &mut Session,

@@ -62,6 +62,10 @@ pub enum StartError {
     },
     #[error("TLS listener: {0}")]
     Tls(String),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Fails early, with a clear message, if a listen address is taken.

@@ -1,0 +1,129 @@
+//! Session ids and the cookies that carry them.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::config::Config;
+
+/// A session id as the cookie holds it: 256 random bits, base64url.
+pub struct SessionId(pub [u8; 32]);
+
+impl SessionId {
+    pub fn generate() -> SessionId {
+        SessionId(rand::random())
+    }
+
+    /// What the store keeps: the SHA-256 of the id, hex.
+    pub fn hash(&self) -> String {
+        hex::encode(crate::util::sha256(&self.0))
+    }
+
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    /// `None` for anything that is not exactly what [`encode`] writes.
+    pub fn decode(value: &str) -> Option<SessionId> {
+        if value.len() != 43 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+        Some(SessionId(bytes.try_into().ok()?))
+    }
+}
+
+/// Every value of cookie `name` in a `Cookie` header.
+pub fn values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(';').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+/// How a request's session cookie looks.
+pub enum Found {
+    None,
+    /// Present but not a session id we could have written.
+    Malformed,
+    Id(SessionId),
+}
+
+/// The session id in the `Cookie` header. With several cookies of that name
+/// (a host cookie beside a domain one), the first well-formed one counts.
+pub fn find(header: Option<&str>, name: &str) -> Found {
+    let Some(header) = header else {
+        return Found::None;
+    };
+    let mut found = Found::None;
+    for v in values(header, name) {
+        match SessionId::decode(v) {
+            Some(id) => return Found::Id(id),
+            None => found = Found::Malformed,
+        }
+    }
+    found
+}
+
+fn attributes(config: &Config, max_age: i64) -> String {
+    let mut s = format!("; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax");
+    if config.server.public_url.scheme() == "https" {
+        s.push_str("; Secure");
+    }
+    if let Some(d) = &config.session.cookie_domain {
+        s.push_str("; Domain=");
+        s.push_str(d);
+    }
+    s
+}
+
+/// `Set-Cookie` for a new session.
+pub fn set(config: &Config, id: &SessionId) -> String {
+    format!(
+        "{}={}{}",
+        config.session.cookie_name,
+        id.encode(),
+        attributes(config, config.session.lifetime.as_secs() as i64)
+    )
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear(config: &Config) -> String {
+    format!("{}={}", config.session.cookie_name, attributes(config, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_hostile_values_are_refused() {
+        let id = SessionId::generate();
+        let text = id.encode();
+        assert_eq!(text.len(), 43);
+        assert_eq!(SessionId::decode(&text).map(|i| i.0), Some(id.0));
+        for bad in [
+            "",
+            "x",
+            &text[..42],
+            &format!("{text}A"),
+            &text.replace(&text[..1], "+"),
+            "0000000000000000000000000000000000000000000=",
+            "../../../../etc/passwd/../../../../../../aa",
+        ] {
+            assert!(SessionId::decode(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn finds_the_first_well_formed_value() {
+        let id = SessionId::generate().encode();
+        let header = format!("a=1; _p=garbage; _p={id}; b=2");
+        assert!(matches!(find(Some(&header), "_p"), Found::Id(i) if i.encode() == id));
+        assert!(matches!(
+            find(Some("a=1; _p=garbage"), "_p"),
+            Found::Malformed
+        ));
+        assert!(matches!(find(Some("a=1; _px=1"), "_p"), Found::None));
+        assert!(matches!(find(None, "_p"), Found::None));
+    }
+}

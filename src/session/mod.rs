@@ -1,0 +1,278 @@
+//! Sessions: ids in cookies, records in the store, and a moka cache in
+//! front so that the request path reads the store only on a miss. A cached
+//! entry lives at most `store.cache_ttl`, which bounds how long a logout,
+//! revocation or role change made on another replica takes to arrive.
+
+pub mod cookie;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use jmespath::{Rcvar, ToJmespath};
+use serde_json::Value;
+
+use crate::assertion::{AssertionClaims, AssertionError, LIFETIME_SECS, REUSE_MARGIN_SECS, Signer};
+use crate::authz::Denied;
+use crate::metrics::Metrics;
+use crate::store::{SessionRecord, Store, StoreError};
+use crate::util::Background;
+
+/// Who a request is from: a session's user, with what the policy and the
+/// identity headers need. Also caches the route verdicts and assertions
+/// made for it, which die with it.
+pub struct Principal {
+    pub session_hash: Option<String>,
+    pub user_id: String,
+    pub idp: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// The IdP's session id, for back-channel logout.
+    pub sid: Option<String>,
+    pub id_token: Option<String>,
+    pub claims: Value,
+    pub claims_data: Rcvar,
+    /// Roles by organization id, sorted.
+    pub roles: BTreeMap<String, Vec<String>>,
+    pub expires_at: i64,
+    last_seen: AtomicI64,
+    verdicts: Mutex<HashMap<(u64, usize), Result<(), Denied>>>,
+    /// Few entries (one per host and org the user visits): a list.
+    assertions: Mutex<Vec<CachedAssertion>>,
+}
+
+struct CachedAssertion {
+    issuer: String,
+    audience: String,
+    org: Option<String>,
+    jwt: Arc<str>,
+    exp: i64,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("user_id", &self.user_id)
+            .field("idp", &self.idp)
+            .finish()
+    }
+}
+
+impl Principal {
+    pub fn from_record(r: SessionRecord) -> Principal {
+        let claims_data = (&r.claims)
+            .to_jmespath()
+            .unwrap_or_else(|_| Rcvar::new(jmespath::Variable::Null));
+        let roles = r
+            .memberships
+            .into_iter()
+            .map(|m| (m.org, m.roles))
+            .collect();
+        Principal {
+            session_hash: Some(r.id_hash),
+            user_id: r.user_id,
+            idp: r.idp,
+            subject: r.subject,
+            email: r.email,
+            name: r.name,
+            sid: r.sid,
+            id_token: r.id_token,
+            claims: r.claims,
+            claims_data,
+            roles,
+            expires_at: r.expires_at,
+            last_seen: AtomicI64::new(r.last_seen_at),
+            verdicts: Mutex::new(HashMap::new()),
+            assertions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Within its lifetime and not idle for longer than `idle`.
+    pub fn is_live(&self, now: i64, idle: i64) -> bool {
+        now < self.expires_at && now - self.last_seen.load(Ordering::Relaxed) < idle
+    }
+
+    pub fn seen(&self, now: i64) {
+        self.last_seen.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn roles_in(&self, org: &str) -> &[String] {
+        self.roles.get(org).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The route policy's verdict for this principal, computed once per
+    /// config generation and route.
+    pub fn verdict(&self, generation: u64, route: &crate::config::Route) -> Result<(), Denied> {
+        let key = (generation, route.index);
+        if let Some(v) = self.verdicts.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return v;
+        }
+        let v = crate::authz::authorize(route, &self.roles, &self.claims_data);
+        if let Ok(mut m) = self.verdicts.lock() {
+            m.insert(key, v.clone());
+        }
+        v
+    }
+
+    /// An assertion for this principal at `audience`, reused while it has
+    /// more than a minute left.
+    pub fn assertion(
+        &self,
+        signer: &Signer,
+        issuer: &str,
+        audience: &str,
+        org: Option<&str>,
+        now: i64,
+    ) -> Result<Arc<str>, AssertionError> {
+        let cached = self.assertions.lock().ok().and_then(|list| {
+            list.iter()
+                .find(|a| a.audience == audience && a.org.as_deref() == org && a.issuer == issuer)
+                .filter(|a| a.exp - now > REUSE_MARGIN_SECS)
+                .map(|a| a.jwt.clone())
+        });
+        if let Some(jwt) = cached {
+            return Ok(jwt);
+        }
+        let exp = (now + LIFETIME_SECS).min(self.expires_at.max(now + REUSE_MARGIN_SECS));
+        let jwt: Arc<str> = signer
+            .sign(&AssertionClaims {
+                iss: issuer,
+                aud: audience,
+                sub: &self.user_id,
+                email: self.email.as_deref(),
+                name: self.name.as_deref(),
+                idp: &self.idp,
+                org,
+                roles: org.map(|o| self.roles_in(o)).unwrap_or(&[]),
+                iat: now,
+                exp,
+            })?
+            .into();
+        if let Ok(mut list) = self.assertions.lock() {
+            list.retain(|a| {
+                !(a.audience == audience && a.org.as_deref() == org && a.issuer == issuer)
+                    && a.exp > now
+            });
+            list.push(CachedAssertion {
+                issuer: issuer.to_string(),
+                audience: audience.to_string(),
+                org: org.map(str::to_string),
+                jwt: jwt.clone(),
+                exp,
+            });
+        }
+        Ok(jwt)
+    }
+}
+
+/// The session cache over the store.
+pub struct Sessions {
+    cache: moka::future::Cache<String, Option<Arc<Principal>>>,
+    store: Store,
+    background: Background,
+}
+
+impl Sessions {
+    pub fn new(store: Store, background: Background, ttl: Duration) -> Sessions {
+        Sessions {
+            cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+            store,
+            background,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn background(&self) -> &Background {
+        &self.background
+    }
+
+    /// Runs a store call on the background runtime.
+    pub async fn with_store<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.background
+            .run(f(self.store.clone()))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    /// The live session with this hashed id. A store failure on a cache
+    /// miss is an error (the caller answers 503); an unknown, expired or
+    /// idle session is `Ok(None)`.
+    pub async fn get(
+        &self,
+        hash: &str,
+        idle: Duration,
+        metrics: &Metrics,
+    ) -> Result<Option<Arc<Principal>>, StoreError> {
+        let now = crate::store::now();
+        let idle = idle.as_secs() as i64;
+        if let Some(hit) = self.cache.get(hash).await {
+            metrics.session_cache_hits.inc();
+            return Ok(hit.filter(|p| {
+                let live = p.is_live(now, idle);
+                if live {
+                    p.seen(now);
+                }
+                live
+            }));
+        }
+        metrics.session_cache_misses.inc();
+        let owned = hash.to_string();
+        let record = self
+            .with_store(move |s| async move { s.session(&owned).await })
+            .await?;
+        let principal = record.map(|r| Arc::new(Principal::from_record(r)));
+        if let Some(p) = &principal
+            && p.is_live(now, idle)
+            && now - p.last_seen.load(Ordering::Relaxed) > 60
+        {
+            // Keeps the idle clock of other replicas honest; not on the
+            // request's path.
+            let (store, hash) = (self.store.clone(), hash.to_string());
+            self.background.spawn(async move {
+                if let Err(e) = store.touch_session(&hash, now).await {
+                    tracing::debug!(error = %e, "session last-seen not recorded");
+                }
+            });
+            p.seen(now);
+        }
+        self.cache.insert(hash.to_string(), principal.clone()).await;
+        Ok(principal.filter(|p| p.is_live(now, idle)))
+    }
+
+    /// Drops cached sessions so that the next request reads the store.
+    pub async fn forget(&self, hashes: &[String]) {
+        for h in hashes {
+            self.cache.invalidate(h).await;
+        }
+    }
+
+    /// Drops every cached session of a user (role change, revocation).
+    pub fn forget_user(&self, user_id: &str) {
+        let user_id = user_id.to_string();
+        let _ = self
+            .cache
+            .invalidate_entries_if(move |_, p| p.as_ref().is_some_and(|p| p.user_id == user_id));
+    }
+}
+
+/// A process-wide counter of config generations, so that cached verdicts
+/// from an older config are never used.
+pub fn next_generation() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
