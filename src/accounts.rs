@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::config::{Config, IdentityProvider};
 use crate::metrics::{DecisionLabels, Metrics, PolicyErrorLabels};
-use crate::provision::{self, Outcome};
+use crate::provision::{self, Outcome, Plan};
 use crate::store::{AppliedLogin, Store, StoreError};
 
 pub async fn provision_login(
@@ -14,7 +14,6 @@ pub async fn provision_login(
     config: &Config,
     idp: &IdentityProvider,
     claims: &Value,
-    metrics: Option<&Metrics>,
 ) -> Result<AppliedLogin, StoreError> {
     let identity = provision::identity_from_claims(idp, claims)?;
     let file_jit = provision::jit_from_config(config);
@@ -42,23 +41,25 @@ pub async fn provision_login(
             "login refused"
         );
     }
-    if let Some(m) = metrics {
-        for e in &plan.policy_errors {
-            m.policy_errors
-                .get_or_create(&PolicyErrorLabels {
-                    idp: e.idp.clone(),
-                    org: e.org.clone(),
-                })
-                .inc();
-        }
-        for c in &plan.changes {
-            m.provisioning_decisions
-                .get_or_create(&DecisionLabels {
-                    idp: idp.id.clone(),
-                    decision: c.decision.as_str().to_string(),
-                })
-                .inc();
-        }
-    }
     Ok(applied)
+}
+
+/// Counts a login's policy errors and membership decisions.
+pub fn count(m: &Metrics, idp: &IdentityProvider, plan: &Plan) {
+    for e in &plan.policy_errors {
+        m.policy_errors
+            .get_or_create(&PolicyErrorLabels {
+                idp: e.idp.clone(),
+                org: e.org.clone(),
+            })
+            .inc();
+    }
+    for c in &plan.changes {
+        m.provisioning_decisions
+            .get_or_create(&DecisionLabels {
+                idp: idp.id.clone(),
+                decision: c.decision.as_str().to_string(),
+            })
+            .inc();
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::assertion::{KEY_NAME, Signer};
+use crate::oidc::Oidc;
 use crate::session::Sessions;
 use crate::store::{Store, redacted_url};
 use crate::util::Background;
@@ -51,8 +52,12 @@ pub fn open_store(config: &Config, background: &Background) -> Result<(Store, Si
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     let background = Background::start("portcullis-io").map_err(StartError::Runtime)?;
     let (store, signer) = open_store(&config, &background)?;
+    let oidc = Oidc::new(background.clone())
+        .map_err(|e| StartError::Runtime(std::io::Error::other(e.to_string())))?;
+    // Discovery starts now; an IdP that is down does not stop the gateway.
+    background.block_on(async { oidc.warm_up(&config.identity_providers) });
     let sessions = Sessions::new(store, background, config.store.cache_ttl);
-    let shared = Shared::new(config, config_path, sessions, signer);
+    let shared = Shared::new(config, config_path, sessions, signer, oidc);
     let runtime = shared.runtime.load_full();
     let mut tasks = Vec::new();
     if let Some(admin) = &runtime.config.admin {

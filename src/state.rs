@@ -12,6 +12,7 @@ use crate::assertion::Signer;
 use crate::authz::RouteTable;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::oidc::Oidc;
 use crate::proxy::upstream::UpstreamSet;
 use crate::session::Sessions;
 use crate::store::Store;
@@ -29,6 +30,9 @@ pub struct Runtime {
     /// Distinguishes this generation in caches that outlive it (route
     /// verdicts cached on sessions).
     pub generation: u64,
+    /// The host of `server.public_url`: it serves `/_portcullis/` even
+    /// when no route names it.
+    pub public_host: Option<String>,
 }
 
 impl Runtime {
@@ -41,12 +45,18 @@ impl Runtime {
             .iter()
             .map(|h| h.as_str().to_ascii_lowercase().replace('_', "-"))
             .collect();
+        let public_host = config
+            .server
+            .public_url
+            .host_str()
+            .and_then(crate::authz::normalize_host);
         Runtime {
             config: Arc::new(config),
             routes,
             upstreams,
             identity_header_names,
             generation: crate::session::next_generation(),
+            public_host,
         }
     }
 }
@@ -57,6 +67,7 @@ pub struct Shared {
     pub config_path: PathBuf,
     pub sessions: Sessions,
     pub signer: Signer,
+    pub oidc: Oidc,
     inflight: AtomicUsize,
 }
 
@@ -75,6 +86,7 @@ impl Shared {
         config_path: PathBuf,
         sessions: Sessions,
         signer: Signer,
+        oidc: Oidc,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
@@ -82,6 +94,7 @@ impl Shared {
             config_path,
             sessions,
             signer,
+            oidc,
             inflight: AtomicUsize::new(0),
         })
     }

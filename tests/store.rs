@@ -102,7 +102,7 @@ fn m(org: &str, roles: &[&str], source: MembershipSource) -> Membership {
 }
 
 async fn login(store: &Store, c: &Config, idp: usize, claims: &Value) -> (Option<String>, Outcome) {
-    let applied = provision_login(store, c, &c.identity_providers[idp], claims, None)
+    let applied = provision_login(store, c, &c.identity_providers[idp], claims)
         .await
         .unwrap();
     (applied.user_id, applied.plan.outcome)

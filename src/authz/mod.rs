@@ -2,10 +2,12 @@
 
 pub mod path;
 pub mod policy;
+pub mod redirect;
 pub mod routes;
 
 pub use path::{PathError, Target, parse_target, under_prefix};
 pub use policy::{Denied, authorize};
+pub use redirect::safe_redirect;
 pub use routes::{RouteTable, normalize_host};
 
 use crate::config::Route;

@@ -17,6 +17,7 @@ use pingora::proxy::FailToProxy;
 
 use crate::authz::{self, Access, Target};
 use crate::config::Route;
+use crate::login;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::session::{Principal, cookie};
 use crate::state::{InflightGuard, Runtime, Shared};
@@ -101,6 +102,18 @@ enum Authn {
     MalformedCookie,
     /// The session is not cached and the store did not answer.
     StoreUnavailable,
+    /// A bearer token that does not verify or names no user.
+    BadBearer,
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer_token(req: &pingora::http::RequestHeader) -> Option<String> {
+    let value = req.headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
 }
 
 impl Gateway {
@@ -114,9 +127,30 @@ impl Gateway {
             .inc();
     }
 
-    /// The session named by the request's cookie, if it is live.
-    async fn authenticate(&self, session: &Session, runtime: &Runtime) -> Authn {
+    /// The session named by the request's cookie, if it is live; on a
+    /// route that accepts them, a bearer token instead.
+    async fn authenticate(
+        &self,
+        session: &Session,
+        runtime: &Runtime,
+        route: Option<&Route>,
+    ) -> Authn {
         let config = &runtime.config;
+        if route.is_some_and(|r| r.accept_bearer)
+            && let Some(token) = bearer_token(session.req_header())
+        {
+            return match login::bearer(&self.shared, runtime, &token).await {
+                Ok(p) => Authn::Principal(p),
+                Err(login::BearerError::Rejected(why)) => {
+                    tracing::info!(reason = %why, "bearer token rejected");
+                    Authn::BadBearer
+                }
+                Err(login::BearerError::Unavailable(why)) => {
+                    tracing::warn!(reason = %why, "bearer token could not be checked");
+                    Authn::StoreUnavailable
+                }
+            };
+        }
         let header = headers::joined(session.req_header(), "cookie", "; ");
         let id = match cookie::find(header.as_deref(), &config.session.cookie_name) {
             cookie::Found::Id(id) => id,
@@ -151,7 +185,7 @@ impl Gateway {
         route: &Route,
     ) -> Result<bool> {
         let runtime = ctx.runtime.clone();
-        match self.authenticate(session, &runtime).await {
+        match self.authenticate(session, &runtime, Some(route)).await {
             Authn::Principal(p) => match p.verdict(runtime.generation, route) {
                 Ok(()) => {
                     self.count_outcome("allowed");
@@ -167,6 +201,18 @@ impl Gateway {
                 }
             },
             Authn::Anonymous => self.unauthenticated(session, ctx).await,
+            Authn::BadBearer => {
+                self.count_outcome("bad_bearer");
+                let reply = Reply::new(
+                    401,
+                    "invalid_token",
+                    "Sign-in required",
+                    "The bearer token was not accepted.",
+                )
+                .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
+                respond::send(session, &reply).await?;
+                Ok(true)
+            }
             Authn::MalformedCookie => {
                 self.count_outcome("bad_cookie");
                 let reply = bad_request("The session cookie is malformed; it has been removed.")
@@ -199,7 +245,7 @@ impl Gateway {
                 let cache = [("cache-control", "public, max-age=300".to_string())];
                 respond::json(session, 200, body, &cache).await?
             }
-            "/_portcullis/userinfo" => match self.authenticate(session, &runtime).await {
+            "/_portcullis/userinfo" => match self.authenticate(session, &runtime, None).await {
                 Authn::Principal(p) => {
                     let body = serde_json::json!({
                         "id": p.user_id,
@@ -220,7 +266,58 @@ impl Gateway {
                     respond::send(session, &reply).await?
                 }
             },
-            "/_portcullis/logout" => self.logout(session, &runtime).await?,
+            "/_portcullis/login" | "/_portcullis/callback" | "/_portcullis/logout" => {
+                let path = ctx.path().to_string();
+                let method = session.req_header().method.clone();
+                let allowed = match path.as_str() {
+                    "/_portcullis/logout" => {
+                        method == http::Method::GET || method == http::Method::POST
+                    }
+                    _ => method == http::Method::GET || method == http::Method::HEAD,
+                };
+                if !allowed {
+                    let reply = Reply::new(
+                        405,
+                        "method_not_allowed",
+                        "Method not allowed",
+                        "This method is not allowed here.",
+                    );
+                    respond::send(session, &reply).await?;
+                    return Ok(true);
+                }
+                let cookie_header = headers::joined(session.req_header(), "cookie", "; ");
+                let parts = login::RequestParts {
+                    host: &ctx.host,
+                    authority: &ctx.authority,
+                    tls: ctx.tls,
+                    query: ctx.target.as_ref().and_then(|t| t.query.as_deref()),
+                    cookie_header: cookie_header.as_deref(),
+                };
+                let answer = match path.as_str() {
+                    "/_portcullis/login" => login::start(&self.shared, &runtime, &parts).await,
+                    "/_portcullis/callback" => {
+                        login::callback(&self.shared, &runtime, &parts).await
+                    }
+                    _ => login::logout(&self.shared, &runtime, &parts).await,
+                };
+                respond::answer(session, answer).await?
+            }
+            "/_portcullis/backchannel-logout" => {
+                if session.req_header().method != http::Method::POST {
+                    let reply =
+                        Reply::new(405, "method_not_allowed", "Method not allowed", "Use POST.")
+                            .with_header("allow", "POST");
+                    respond::send(session, &reply).await?;
+                    return Ok(true);
+                }
+                let answer = match read_body(session, MAX_BACKCHANNEL_BODY).await {
+                    Some(body) => login::backchannel(&self.shared, &runtime, &body).await,
+                    None => {
+                        login::Answer::Reply(bad_request("The body is too large or unreadable."))
+                    }
+                };
+                respond::answer(session, answer).await?
+            }
             _ => {
                 respond::send(
                     session,
@@ -230,48 +327,6 @@ impl Gateway {
             }
         }
         Ok(true)
-    }
-
-    /// Ends the session named by the cookie (if any) and clears the cookie.
-    async fn logout(&self, session: &mut Session, runtime: &Runtime) -> Result<()> {
-        let method = &session.req_header().method;
-        if method != http::Method::GET && method != http::Method::POST {
-            let reply = Reply::new(
-                405,
-                "method_not_allowed",
-                "Method not allowed",
-                "Use GET or POST.",
-            )
-            .with_header("allow", "GET, POST");
-            return respond::send(session, &reply).await;
-        }
-        let config = &runtime.config;
-        let header = headers::joined(session.req_header(), "cookie", "; ");
-        if let cookie::Found::Id(id) = cookie::find(header.as_deref(), &config.session.cookie_name)
-        {
-            let hash = id.hash();
-            let key = hash.clone();
-            match self
-                .shared
-                .sessions
-                .with_store(move |s| async move { s.delete_session(&key).await })
-                .await
-            {
-                Ok(_) => tracing::info!(target: "portcullis::session", "session ended by logout"),
-                Err(e) => {
-                    tracing::warn!(error = %e, "logout could not reach the store");
-                    let reply = Reply::new(
-                        503,
-                        "store_unavailable",
-                        "Temporarily unavailable",
-                        "Signing out failed; try again in a moment.",
-                    );
-                    return respond::send(session, &reply).await;
-                }
-            }
-            self.shared.sessions.forget(&[hash]).await;
-        }
-        respond::redirect(session, "/", vec![("set-cookie", cookie::clear(config))]).await
     }
 
     /// A protected route without a valid session: browsers go to the
@@ -301,6 +356,26 @@ impl Gateway {
             respond::send(session, &reply).await?;
         }
         Ok(true)
+    }
+}
+
+/// Largest back-channel logout request body read.
+const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
+
+/// The request body, up to `max` bytes; `None` when larger or unreadable.
+async fn read_body(session: &mut Session, max: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(body),
+            Err(_) => return None,
+        }
     }
 }
 
@@ -365,7 +440,11 @@ impl ProxyHttp for Gateway {
         ctx.target = Some(target);
         let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("/");
         let route = ctx.runtime.routes.lookup(&ctx.host, path).cloned();
-        if reserved && (route.is_some() || ctx.runtime.routes.knows_host(&ctx.host)) {
+        if reserved
+            && (route.is_some()
+                || ctx.runtime.routes.knows_host(&ctx.host)
+                || ctx.runtime.public_host.as_deref() == Some(ctx.host.as_str()))
+        {
             return self.own_endpoint(session, ctx).await;
         }
         let Some(route) = route else {

@@ -1,60 +1,11 @@
 //! Responses the gateway writes itself: error pages (HTML for browsers,
 //! JSON for everyone else) and redirects. Never cached.
 
-use askama::Template;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    status: u16,
-    title: &'a str,
-    message: &'a str,
-    link: Option<(&'a str, &'a str)>,
-}
-
-/// An answer written by the gateway instead of the upstream.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    /// Machine-readable, for the JSON body.
-    pub code: &'static str,
-    pub title: &'static str,
-    pub message: String,
-    /// (href, text) of a button on the HTML page.
-    pub link: Option<(String, String)>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    pub fn new(
-        status: u16,
-        code: &'static str,
-        title: &'static str,
-        message: impl Into<String>,
-    ) -> Reply {
-        Reply {
-            status,
-            code,
-            title,
-            message: message.into(),
-            link: None,
-            headers: Vec::new(),
-        }
-    }
-
-    pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Reply {
-        self.link = Some((href.into(), text.into()));
-        self
-    }
-
-    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
+pub use crate::page::{Reply, body_of};
 
 /// Browsers (an `Accept` that names `text/html`) get pages and redirects;
 /// API clients get JSON and 401s.
@@ -64,23 +15,6 @@ pub fn wants_html(req: &RequestHeader) -> bool {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("text/html"))
-}
-
-fn body_of(reply: &Reply, html: bool) -> (Bytes, &'static str) {
-    if html {
-        let page = ErrorPage {
-            status: reply.status,
-            title: reply.title,
-            message: &reply.message,
-            link: reply.link.as_ref().map(|(h, t)| (h.as_str(), t.as_str())),
-        };
-        match page.render() {
-            Ok(text) => return (Bytes::from(text), "text/html; charset=utf-8"),
-            Err(e) => tracing::error!(error = %e, "error page did not render"),
-        }
-    }
-    let json = serde_json::json!({ "code": reply.code, "message": reply.message });
-    (Bytes::from(json.to_string()), "application/json")
 }
 
 async fn write(
@@ -156,4 +90,26 @@ pub async fn redirect(
 ) -> Result<()> {
     headers.push(("location", location.to_string()));
     write(session, 302, &headers, None).await
+}
+
+/// Writes an [`Answer`](crate::login::Answer) of the login flows.
+pub async fn answer(session: &mut Session, answer: crate::login::Answer) -> Result<()> {
+    use crate::login::Answer;
+    match answer {
+        Answer::Redirect { location, cookies } => {
+            let headers = cookies.into_iter().map(|c| ("set-cookie", c)).collect();
+            redirect(session, &location, headers).await
+        }
+        Answer::Reply(reply) => send(session, &reply).await,
+        Answer::Html { status, body } => {
+            write(
+                session,
+                status,
+                &[],
+                Some((Bytes::from(body), "text/html; charset=utf-8")),
+            )
+            .await
+        }
+        Answer::Empty { status } => write(session, status, &[], None).await,
+    }
 }

@@ -4,6 +4,7 @@
 //! revocation or role change made on another replica takes to arrive.
 
 pub mod cookie;
+pub mod login_state;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -90,6 +91,41 @@ impl Principal {
         }
     }
 
+    /// A bearer token's user: no session, the token's claims, live until
+    /// the token expires.
+    pub fn from_token(
+        user: crate::store::User,
+        idp: &str,
+        subject: &str,
+        claims: Value,
+        expires_at: i64,
+    ) -> Principal {
+        let claims_data = (&claims)
+            .to_jmespath()
+            .unwrap_or_else(|_| Rcvar::new(jmespath::Variable::Null));
+        Principal {
+            session_hash: None,
+            user_id: user.id,
+            idp: idp.to_string(),
+            subject: subject.to_string(),
+            email: user.email,
+            name: user.name,
+            sid: None,
+            id_token: None,
+            claims,
+            claims_data,
+            roles: user
+                .memberships
+                .into_iter()
+                .map(|m| (m.org, m.roles))
+                .collect(),
+            expires_at,
+            last_seen: AtomicI64::new(crate::store::now()),
+            verdicts: Mutex::new(HashMap::new()),
+            assertions: Mutex::new(Vec::new()),
+        }
+    }
+
     /// Within its lifetime and not idle for longer than `idle`.
     pub fn is_live(&self, now: i64, idle: i64) -> bool {
         now < self.expires_at && now - self.last_seen.load(Ordering::Relaxed) < idle
@@ -171,6 +207,8 @@ impl Principal {
 /// The session cache over the store.
 pub struct Sessions {
     cache: moka::future::Cache<String, Option<Arc<Principal>>>,
+    /// Verified bearer tokens by SHA-256, for the same bounded time.
+    pub bearer: moka::future::Cache<String, Arc<Principal>>,
     store: Store,
     background: Background,
 }
@@ -179,6 +217,11 @@ impl Sessions {
     pub fn new(store: Store, background: Background, ttl: Duration) -> Sessions {
         Sessions {
             cache: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .support_invalidation_closures()
+                .build(),
+            bearer: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .support_invalidation_closures()

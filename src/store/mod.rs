@@ -485,6 +485,26 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("a created user vanished".into()))
     }
 
+    /// The user with this identity at `idp`, with memberships.
+    pub async fn user_by_identity(
+        &self,
+        idp: &str,
+        subject: &str,
+    ) -> Result<Option<User>, StoreError> {
+        let id: Option<String> =
+            sqlx::query("SELECT user_id FROM identities WHERE idp = $1 AND subject = $2")
+                .bind(idp)
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+        match id {
+            Some(id) => self.user(&id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Users by creation, a page at a time.
     pub async fn users(&self, limit: i64, offset: i64) -> Result<Vec<User>, StoreError> {
         let ids = sqlx::query("SELECT id FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2")

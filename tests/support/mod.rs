@@ -2,6 +2,8 @@
 //! as the real binary with a config written to a temporary directory.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,64 @@
+// A real OpenID provider for Portcullis's end-to-end tests: one or more
+// `oidc-provider` instances on loopback, from a JSON description given as
+// the first argument:
+//   {"providers": [{"port": 4001, "clients": [...], "accounts": {"alice": {...claims}}}]}
+// Logins go through oidc-provider's own development interaction pages
+// (a login form that accepts any password, then a consent form).
+// Prints "ready <port> <port>..." once every provider listens.
+import Provider from 'oidc-provider';
+
+const spec = JSON.parse(process.argv[2]);
+const ports = [];
+
+for (const p of spec.providers) {
+  const issuer = `http://localhost:${p.port}`;
+  const accounts = p.accounts;
+  const provider = new Provider(issuer, {
+    clients: p.clients,
+    claims: {
+      openid: ['sub'],
+      email: ['email', 'email_verified'],
+      profile: ['name'],
+      groups: ['groups'],
+      department: ['department'],
+    },
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', 'department'],
+    // Every claim of the granted scopes goes into the ID token too.
+    conformIdTokenClaims: false,
+    features: {
+      devInteractions: { enabled: true },
+      backchannelLogout: { enabled: true },
+      rpInitiatedLogout: { enabled: true },
+    },
+    pkce: { required: () => true },
+    // Everything here is on loopback, which oidc-provider's SSRF guard
+    // refuses by default; the back-channel logout call must reach the
+    // gateway on 127.0.0.1.
+    fetch: (url, options) => {
+      delete options.dispatcher;
+      return globalThis.fetch(url, options);
+    },
+    async findAccount(ctx, id) {
+      const claims = accounts[id];
+      if (!claims) return undefined;
+      return {
+        accountId: id,
+        async claims() {
+          return { sub: id, ...claims };
+        },
+      };
+    },
+    // Quiet in tests; keys are generated at start (one RS256 key).
+    cookies: { keys: ['portcullis-test-idp-cookie-key'] },
+    ttl: { AccessToken: 600, IdToken: 600, Session: 3600, Grant: 3600, Interaction: 600 },
+  });
+  provider.on('server_error', (ctx, err) => console.error('server_error', err));
+  provider.on('backchannel.error', (ctx, err) => console.error('backchannel.error', err && err.message, err && err.cause && err.cause.message));
+  provider.on('backchannel.success', (client) => console.error('backchannel.success', client.clientId));
+  await new Promise((resolve) => {
+    const server = provider.listen(p.port, '127.0.0.1', resolve);
+    server.on('error', (e) => { console.error(e); process.exit(1); });
+  });
+  ports.push(p.port);
+}
+console.log(`ready ${ports.join(' ')}`);

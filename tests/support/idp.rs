@@ -1,0 +1,226 @@
+//! A real OpenID provider (`oidc-provider` from npm, in tests/idp) and a
+//! scripted browser that logs in through it: cookies kept, redirects
+//! followed one by one, the IdP's login and consent forms filled in.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub struct Idp {
+    child: Child,
+    pub ports: Vec<u16>,
+}
+
+impl Idp {
+    /// Starts the providers described by `providers` (see
+    /// tests/idp/server.mjs) and waits for them to listen.
+    pub fn start(providers: Value) -> Idp {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run the tests with `./dev test` (it runs npm ci in tests/idp)"
+        );
+        let spec = json!({ "providers": providers });
+        // `localhost` is 127.0.0.1 here, where the gateway listens.
+        let mut child = Command::new("node")
+            .arg("--dns-result-order=ipv4first")
+            .arg(dir.join("server.mjs"))
+            .arg(spec.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready"), "the IdP did not start: {line:?}");
+        let ports = line
+            .split_whitespace()
+            .skip(1)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        Idp { child, ports }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An oidc-provider client entry for the gateway on `gateway_port`.
+pub fn client(id: &str, secret: &str, gateway_port: u16) -> Value {
+    json!({
+        "client_id": id,
+        "client_secret": secret,
+        "redirect_uris": [format!("http://localhost:{gateway_port}/_portcullis/callback")],
+        "post_logout_redirect_uris": [format!("http://localhost:{gateway_port}/")],
+        "backchannel_logout_uri": format!("http://localhost:{gateway_port}/_portcullis/backchannel-logout"),
+        "backchannel_logout_session_required": true,
+        "grant_types": ["authorization_code"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "client_secret_basic",
+    })
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub url: String,
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> Option<String> {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
+
+    /// The first HTML form: its absolute action and its hidden fields.
+    pub fn form(&self) -> Option<(String, Vec<(String, String)>)> {
+        let start = self.body.find("<form")?;
+        let form = &self.body[start..];
+        let end = form.find("</form>").unwrap_or(form.len());
+        let form = &form[..end];
+        let action = attr(form, "action")?;
+        let mut fields = Vec::new();
+        let mut rest = form;
+        while let Some(i) = rest.find("<input") {
+            rest = &rest[i + 6..];
+            let tag = &rest[..rest.find('>').unwrap_or(rest.len())];
+            if let (Some(name), Some(value)) = (attr(tag, "name"), attr(tag, "value")) {
+                fields.push((name, value));
+            }
+        }
+        Some((join(&self.url, &action), fields))
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}) from {}: {}", self.url, self.body))
+    }
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=\"");
+    let i = tag.find(&key)? + key.len();
+    let j = tag[i..].find('"')? + i;
+    Some(unescape(&tag[i..j]))
+}
+
+/// Undoes HTML escaping of an attribute value.
+pub fn unescape(s: &str) -> String {
+    s.replace("&#38;", "&")
+        .replace("&#x26;", "&")
+        .replace("&amp;", "&")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+}
+
+/// Resolves `href` against `base`.
+pub fn join(base: &str, href: &str) -> String {
+    url::Url::parse(base)
+        .and_then(|b| b.join(href))
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| href.to_string())
+}
+
+/// A browser: a cookie jar, `Accept: text/html`, no automatic redirects.
+pub struct Browser {
+    client: reqwest::Client,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
+        Browser {
+            client: reqwest::Client::builder()
+                .cookie_store(true)
+                .redirect(reqwest::redirect::Policy::none())
+                .default_headers(headers)
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn page(url: &str, resp: reqwest::Response) -> Page {
+        Page {
+            url: url.to_string(),
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        let resp = self.client.get(url).send().await.unwrap();
+        Self::page(url, resp).await
+    }
+
+    pub async fn post_form(&self, url: &str, fields: &[(String, String)]) -> Page {
+        let resp = self.client.post(url).form(fields).send().await.unwrap();
+        Self::page(url, resp).await
+    }
+
+    /// Follows redirects from `page` until one that is not a redirect.
+    /// Every page on the way is kept.
+    pub async fn follow(&self, mut page: Page, trail: &mut Vec<Page>) -> Page {
+        for _ in 0..20 {
+            let Some(next) = page
+                .location()
+                .filter(|_| (300..400).contains(&page.status))
+            else {
+                return page;
+            };
+            let next = join(&page.url, &next);
+            let fresh = self.get(&next).await;
+            trail.push(std::mem::replace(&mut page, fresh));
+        }
+        panic!("redirect loop at {}", page.url);
+    }
+
+    /// From a page of the IdP's login flow, signs in as `account` and
+    /// consents, then follows redirects until the first page that is not
+    /// the IdP's (the gateway's answer to the callback, and beyond).
+    pub async fn sign_in_at_idp(&self, page: Page, account: &str, trail: &mut Vec<Page>) -> Page {
+        let mut page = self.follow(page, trail).await;
+        for _ in 0..4 {
+            let Some((action, mut fields)) = page.form() else {
+                return page;
+            };
+            if page.body.contains("name=\"login\"") {
+                fields.retain(|(k, _)| k != "login" && k != "password");
+                fields.push(("login".into(), account.into()));
+                fields.push(("password".into(), "any".into()));
+            }
+            let posted = self.post_form(&action, &fields).await;
+            page = self.follow(posted, trail).await;
+        }
+        page
+    }
+}
