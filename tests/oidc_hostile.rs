@@ -1,0 +1,539 @@
+//! Hostile logins, tokens and redirects. A rogue IdP on loopback hands the
+//! gateway spoiled ID tokens; each case must end with no session and no
+//! user created or changed.
+
+mod support;
+
+use portcullis::config::StoreKind;
+use portcullis::session::cookie::SessionId;
+use portcullis::store::{NewSession, Store};
+use serde_json::{Value, json};
+use support::idp::{Browser, Page};
+use support::rogue::{CLIENT_ID, Rogue, Spoil};
+use support::*;
+
+struct World {
+    gw: Gateway,
+    rogue: Rogue,
+}
+
+async fn world() -> World {
+    let rogue = Rogue::start().await;
+    World {
+        gw: gateway(&rogue.issuer()).await,
+        rogue,
+    }
+}
+
+async fn gateway(issuer: &str) -> Gateway {
+    let upstream = start_echo("app").await;
+    let template = format!(
+        r#"server:
+  listen: "127.0.0.1:{{http}}"
+  public_url: "http://localhost:{{http}}"
+  grace_period: 1s
+admin:
+  listen: "127.0.0.1:{{admin}}"
+  tokens: ["{ADMIN_TOKEN}"]
+store:
+  url: "sqlite://{{dir}}/portcullis.db"
+session:
+  secret: "{SECRET}"
+identity_providers:
+  - id: rogue
+    issuer: "{issuer}"
+    client_id: {CLIENT_ID}
+    client_secret: s3cret
+    claims: merged
+    bearer_audiences: ["api://gateway"]
+    provisioning:
+      default:
+        org: "contains(groups, '{{{{orgId}}}}')"
+        roles: "'Member'"
+organizations:
+  - id: home-lab
+    roles: [{{name: Member}}]
+routes:
+  - name: app
+    hosts: ["localhost", "app.test"]
+    upstreams: ["{upstream}"]
+    org: home-lab
+  - name: api
+    hosts: ["localhost"]
+    path_prefix: "/api"
+    upstreams: ["{upstream}"]
+    org: home-lab
+    accept_bearer: true
+"#
+    );
+    Gateway::start(&template).await
+}
+
+impl World {
+    fn url(&self, path: &str) -> String {
+        format!("http://localhost:{}{}", self.gw.http.port(), path)
+    }
+
+    async fn store(&self) -> Store {
+        let url = format!("sqlite://{}/portcullis.db", self.gw.dir.path().display());
+        Store::open(&url, StoreKind::Sqlite).await.unwrap()
+    }
+
+    /// A login through the rogue IdP up to the gateway's answer to the
+    /// callback (not followed further).
+    async fn login(&self, b: &Browser, rd: &str) -> Page {
+        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+        let start = b
+            .get(&self.url(&format!("/_portcullis/login?rd={rd}")))
+            .await;
+        assert_eq!(start.status, 302, "{}", start.body);
+        let at_idp = b.get(&start.location().unwrap()).await;
+        assert_eq!(at_idp.status, 303, "{}", at_idp.body);
+        b.get(&at_idp.location().unwrap()).await
+    }
+}
+
+fn has_session_cookie(p: &Page) -> bool {
+    p.set_cookies()
+        .iter()
+        .any(|c| c.starts_with("_portcullis=") && !c.starts_with("_portcullis=;"))
+}
+
+#[tokio::test]
+async fn spoiled_id_tokens_give_no_session_and_no_user() {
+    let w = world().await;
+    let cases = [
+        (Spoil::WrongIssuer, "issuer"),
+        (Spoil::WrongAudience, "audience"),
+        (Spoil::Expired, "expired"),
+        (Spoil::AlgNone, "algorithm"),
+        (Spoil::Hs256WithPublicKey, "algorithm"),
+        (Spoil::UnknownKid, "kid"),
+        (Spoil::NonceMismatch, "nonce"),
+        (Spoil::IssuedInTheFuture, "future"),
+        (Spoil::TwoAudiencesNoAzp, "azp"),
+        (Spoil::BadSignature, "signature"),
+        (Spoil::UserinfoSubDiffers, "another user"),
+    ];
+    for (spoil, reason) in cases {
+        w.rogue.spoil(spoil);
+        let b = Browser::new();
+        let page = w.login(&b, "/").await;
+        assert_eq!(page.status, 400, "{spoil:?}: {}", page.body);
+        assert!(!has_session_cookie(&page), "{spoil:?} got a session");
+        assert!(
+            page.body.contains(reason),
+            "{spoil:?}: the page should say why ({reason}): {}",
+            page.body
+        );
+        // The page offers a fresh login.
+        assert!(page.body.contains("/_portcullis/login"), "{spoil:?}");
+        assert_eq!(w.store().await.count_users().await.unwrap(), 0, "{spoil:?}");
+    }
+    // The same flow with an unspoiled token works, so each refusal above
+    // was the spoiling's doing.
+    w.rogue.spoil(Spoil::Nothing);
+    let page = w.login(&Browser::new(), "/").await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    assert!(has_session_cookie(&page));
+    assert_eq!(w.store().await.count_users().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn callback_state_must_match_a_sealed_login() {
+    let w = world().await;
+    let b = Browser::new();
+    let start = b.get(&w.url("/_portcullis/login?rd=%2F")).await;
+    let at_idp = b.get(&start.location().unwrap()).await;
+    let callback = at_idp.location().unwrap();
+    let state_cookie = start
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.contains("_login_"))
+        .unwrap();
+    let (name, value) = state_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap();
+    let (name, value) = (name.to_string(), value.to_string());
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let call = |url: String, cookie: Option<String>| {
+        let raw = raw.clone();
+        async move {
+            let mut req = raw.get(url);
+            if let Some(c) = cookie {
+                req = req.header("cookie", c);
+            }
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let session = r.headers().get_all("set-cookie").iter().any(|c| {
+                c.to_str().unwrap().starts_with("_portcullis=")
+                    && !c.to_str().unwrap().starts_with("_portcullis=;")
+            });
+            (status, session, r.text().await.unwrap())
+        }
+    };
+    let good_cookie = format!("{name}={value}");
+    // A state that is not this login's: its cookie is not found.
+    let other_state = callback.replace("state=", "state=x");
+    let (s, session, body) = call(other_state, Some(good_cookie.clone())).await;
+    assert_eq!((s, session), (400, false));
+    assert!(body.contains("no_login_state"), "{body}");
+    // No state at all.
+    let no_state = callback.split("&state=").next().unwrap().to_string();
+    let (s, session, _) = call(no_state, Some(good_cookie.clone())).await;
+    assert_eq!((s, session), (400, false));
+    // The login-state cookie tampered with.
+    let mut bytes = value.into_bytes();
+    let mid = bytes.len() / 2;
+    bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+    let tampered = format!("{name}={}", String::from_utf8(bytes).unwrap());
+    let (s, session, body) = call(callback.clone(), Some(tampered)).await;
+    assert_eq!((s, session), (400, false));
+    assert!(body.contains("bad_login_state"), "{body}");
+    // Another login's sealed value under this login's cookie name.
+    let other = b.get(&w.url("/_portcullis/login?rd=%2F")).await;
+    let other_value = other
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.contains("_login_"))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let (s, session, _) = call(callback.clone(), Some(format!("{name}={other_value}"))).await;
+    assert_eq!((s, session), (400, false));
+    assert_eq!(w.store().await.count_users().await.unwrap(), 0);
+    // The untouched callback still works: the refusals were about the
+    // tampering.
+    let (s, session, _) = call(callback, Some(good_cookie)).await;
+    assert_eq!((s, session), (302, true));
+}
+
+#[tokio::test]
+async fn open_redirects_are_refused() {
+    let w = world().await;
+    let port = w.gw.http.port();
+    let kept = [
+        ("/dashboard?a=1", "/dashboard?a=1".to_string()),
+        (
+            &*format!("http://app.test:{port}/x"),
+            format!("http://app.test:{port}/x"),
+        ),
+    ];
+    for (rd, want) in kept {
+        let page = w.login(&Browser::new(), rd).await;
+        assert_eq!(page.status, 302);
+        assert_eq!(page.location().unwrap(), want, "rd {rd}");
+    }
+    let hostile = [
+        "//evil.com",
+        "///evil.com/",
+        "/\\evil.com",
+        "\\/evil.com",
+        "/%09/evil.com",
+        "/%2F%2Fevil.com",
+        "/%5Cevil.com",
+        "https:evil.com",
+        "https:/evil.com",
+        "javascript:alert(document.cookie)",
+        "https://evil.com/",
+        "http://localhost.evil.com/",
+        "https://localhost@evil.com/",
+        "https://evil.com\\@localhost/",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "/\r\nSet-Cookie: a=b",
+    ];
+    for rd in hostile {
+        let page = w.login(&Browser::new(), rd).await;
+        assert_eq!(page.status, 302, "{rd}");
+        assert_eq!(page.location().unwrap(), "/", "rd {rd:?} must become /");
+    }
+}
+
+#[tokio::test]
+async fn bearer_tokens_on_routes_that_accept_them() {
+    let w = world().await;
+    // A user exists once they have logged in.
+    w.rogue.spoil(Spoil::Nothing);
+    assert_eq!(w.login(&Browser::new(), "/").await.status, 302);
+    let api = |token: String, path: &'static str| {
+        let url = w.url(path);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let good = w.rogue.sign(&w.rogue.claims(json!({"sub": "mallory"})));
+    let r = api(good.clone(), "/api/things").await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["headers"]["x-auth-subject"][0], "mallory");
+    assert_eq!(body["headers"]["x-auth-roles"][0], "Member");
+    // The Authorization header itself still goes upstream (it is the
+    // app's API credential), but never as an identity header.
+    // Extra audience from bearer_audiences.
+    let other_aud = w.rogue.sign(
+        &w.rogue
+            .claims(json!({"sub": "mallory", "aud": "api://gateway"})),
+    );
+    assert_eq!(api(other_aud, "/api/x").await.status(), 200);
+
+    let refused = [
+        (
+            "unknown user",
+            w.rogue.sign(&w.rogue.claims(json!({"sub": "nobody"}))),
+        ),
+        (
+            "wrong audience",
+            w.rogue
+                .sign(&w.rogue.claims(json!({"sub": "mallory", "aud": "other"}))),
+        ),
+        ("expired", {
+            let now = portcullis::store::now();
+            w.rogue.sign(
+                &w.rogue
+                    .claims(json!({"sub": "mallory", "iat": now - 7200, "exp": now - 3600})),
+            )
+        }),
+        (
+            "wrong issuer",
+            w.rogue.sign(
+                &w.rogue
+                    .claims(json!({"sub": "mallory", "iss": "http://127.0.0.1:1"})),
+            ),
+        ),
+        ("alg none", {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            format!(
+                "{}.{}.",
+                b64.encode(r#"{"alg":"none"}"#),
+                b64.encode(w.rogue.claims(json!({"sub": "mallory"})).to_string())
+            )
+        }),
+        ("garbage", "not-a-jwt".to_string()),
+    ];
+    for (what, token) in refused {
+        let r = api(token, "/api/x").await;
+        assert_eq!(r.status(), 401, "{what}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+    }
+    // A route without accept_bearer ignores the token.
+    assert_eq!(api(good, "/other").await.status(), 401);
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_fetched_once_on_an_unknown_kid() {
+    let w = world().await;
+    w.rogue.spoil(Spoil::Nothing);
+    assert_eq!(w.login(&Browser::new(), "/").await.status, 302);
+    // A new EC key, published after the gateway cached the JWKS.
+    let stored = portcullis::assertion::Signer::generate().unwrap();
+    let signer = portcullis::assertion::Signer::new(&stored).unwrap();
+    let jwk: Value = serde_json::from_str::<Value>(signer.jwks()).unwrap()["keys"][0].clone();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(stored.kid.clone());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(stored.private_key.as_bytes()).unwrap();
+    let token =
+        jsonwebtoken::encode(&header, &w.rogue.claims(json!({"sub": "mallory"})), &key).unwrap();
+    let call = |token: String| {
+        let url = w.url("/api/x");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Published after the gateway cached the JWKS: the unknown kid makes it
+    // fetch the keys again, and the token passes.
+    w.rogue.add_jwk(jwk);
+    assert_eq!(call(token).await, 200);
+    // A kid that is nowhere: refused, and no second refresh so soon.
+    header.kid = Some("never-published".into());
+    let stray =
+        jsonwebtoken::encode(&header, &w.rogue.claims(json!({"sub": "mallory"})), &key).unwrap();
+    assert_eq!(call(stray.clone()).await, 401);
+    assert_eq!(call(stray).await, 401);
+    let logs = w.gw.logs();
+    assert_eq!(
+        logs.matches("JWKS refreshed for an unknown kid").count(),
+        1,
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn backchannel_logout_tokens_are_verified() {
+    let w = world().await;
+    w.rogue.spoil(Spoil::Nothing);
+    assert_eq!(w.login(&Browser::new(), "/").await.status, 302);
+    let store = w.store().await;
+    let user = store
+        .user_by_identity("rogue", "mallory")
+        .await
+        .unwrap()
+        .unwrap();
+    let id = SessionId::generate();
+    store
+        .create_session(&NewSession {
+            id_hash: id.hash(),
+            user_id: user.id.clone(),
+            idp: "rogue".into(),
+            subject: "mallory".into(),
+            sid: Some("idp-session-1".into()),
+            id_token: None,
+            claims: json!({"sub": "mallory"}),
+            expires_at: portcullis::store::now() + 3600,
+        })
+        .await
+        .unwrap();
+    let post = |token: String| {
+        let url = w.url("/_portcullis/backchannel-logout");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&[("logout_token", token)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let base = |extra: Value| {
+        let mut c = w
+            .rogue
+            .claims(json!({"sid": "idp-session-1", "events": event, "jti": "j1"}));
+        c.as_object_mut().unwrap().remove("exp");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let hostile = [
+        ("a nonce", base(json!({"nonce": "n"}))),
+        ("no event", base(json!({"events": {}}))),
+        ("wrong audience", base(json!({"aud": "other"}))),
+        ("wrong issuer", base(json!({"iss": "http://127.0.0.1:1"}))),
+        ("neither sub nor sid", {
+            let mut c = base(json!({}));
+            c.as_object_mut().unwrap().remove("sid");
+            c
+        }),
+    ];
+    for (what, claims) in hostile {
+        assert_eq!(post(w.rogue.sign(&claims)).await, 400, "{what}");
+        assert!(
+            store.session(&id.hash()).await.unwrap().is_some(),
+            "{what} ended the session"
+        );
+    }
+    assert_eq!(post("garbage".into()).await, 400);
+    // The genuine token ends the session with that sid.
+    assert_eq!(post(w.rogue.sign(&base(json!({})))).await, 200);
+    assert!(store.session(&id.hash()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_idp_down_at_start_gives_502_until_it_answers() {
+    let port = free_port();
+    let gw = gateway(&format!("http://127.0.0.1:{port}")).await;
+    let b = Browser::new();
+    let login = format!(
+        "http://localhost:{}/_portcullis/login?rd=%2F",
+        gw.http.port()
+    );
+    let down = b.get(&login).await;
+    assert_eq!(down.status, 502);
+    assert!(
+        down.body.contains("rogue"),
+        "the page names the IdP: {}",
+        down.body
+    );
+    // Sessions do not need the IdP.
+    let url = format!("sqlite://{}/portcullis.db", gw.dir.path().display());
+    let store = Store::open(&url, StoreKind::Sqlite).await.unwrap();
+    let user = store
+        .create_user(
+            &portcullis::store::NewUser {
+                idp: "rogue".into(),
+                subject: Some("s".into()),
+                email: None,
+                name: None,
+                memberships: vec![portcullis::provision::Membership {
+                    org: "home-lab".into(),
+                    roles: vec!["Member".into()],
+                    source: portcullis::provision::MembershipSource::Manual,
+                }],
+            },
+            "token:0",
+        )
+        .await
+        .unwrap();
+    let id = SessionId::generate();
+    store
+        .create_session(&NewSession {
+            id_hash: id.hash(),
+            user_id: user.id,
+            idp: "rogue".into(),
+            subject: "s".into(),
+            sid: None,
+            id_token: None,
+            claims: json!({}),
+            expires_at: portcullis::store::now() + 600,
+        })
+        .await
+        .unwrap();
+    let r = get(
+        gw.http,
+        "localhost",
+        "/x",
+        &[&format!("Cookie: _portcullis={}", id.encode())],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // The IdP comes up: logins work again (after the short back-off).
+    let _rogue = Rogue::start_on(port).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = b.get(&login).await;
+        if page.status == 302 {
+            assert!(
+                page.location()
+                    .unwrap()
+                    .starts_with(&format!("http://127.0.0.1:{port}/authorize"))
+            );
+            break;
+        }
+        assert_eq!(page.status, 502);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logins never recovered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
