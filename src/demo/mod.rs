@@ -3,6 +3,7 @@
 //! built-in config, and prints the URL to open.
 
 pub mod echo;
+pub mod idp;
 
 use std::net::{SocketAddr, TcpListener};
 
@@ -16,7 +17,14 @@ fn port_or_free(preferred: u16) -> u16 {
         .unwrap_or(preferred)
 }
 
-fn demo_config(http: u16, admin: u16, upstream: SocketAddr, dir: &std::path::Path) -> String {
+struct Ports {
+    http: u16,
+    admin: u16,
+    idp: std::net::SocketAddr,
+    upstream: SocketAddr,
+}
+
+fn demo_config(p: &Ports, client_secret: &str, dir: &std::path::Path) -> String {
     let secret = hex::encode(rand::random::<[u8; 32]>());
     format!(
         r#"# Built-in configuration of `portcullis demo`.
@@ -31,50 +39,112 @@ store:
   url: "sqlite://{db}"
 session:
   secret: "{secret}"
+identity_providers:
+  - id: dev
+    display_name: "Development IdP"
+    issuer: "http://{idp}"
+    client_id: portcullis-demo
+    client_secret: "{client_secret}"
+    scopes: [openid, email, profile, groups]
+    claims: merged
+    provisioning:
+      # Every org: a member when the groups name it; Admin with "admin".
+      default:
+        org: "contains(groups, '{{{{orgId}}}}')"
+        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
 organizations:
-  - id: demo
-    name: "Demo"
+  - id: home-lab
+    name: "Home Lab"
     roles:
       - name: Admin
+        description: "Full access"
       - name: Member
+  - id: partners
+    name: "Partners"
+    roles:
+      - name: Member
+    jit:
+      # Verified partner.org emails join just in time.
+      email_domains: [partner.org]
+      default_roles: [Member]
 routes:
-  - name: echo
+  - name: public
     hosts: ["localhost", "127.0.0.1"]
+    path_prefix: "/public"
     upstreams: ["{upstream}"]
     public: true
-  - name: protected
+  - name: home-lab
     hosts: ["localhost", "127.0.0.1"]
-    path_prefix: "/private"
     upstreams: ["{upstream}"]
-    org: demo
+    org: home-lab
+    claim_headers:
+      X-Department: "department"
+  - name: admin
+    hosts: ["localhost", "127.0.0.1"]
+    path_prefix: "/admin"
+    upstreams: ["{upstream}"]
+    org: home-lab
+    allow_roles: [Admin]
+  - name: partners
+    hosts: ["localhost", "127.0.0.1"]
+    path_prefix: "/partners"
+    upstreams: ["{upstream}"]
+    org: partners
 log:
   format: text
   level: info
 "#,
+        http = p.http,
+        admin = p.admin,
+        idp = p.idp,
+        upstream = p.upstream,
         db = dir.join("demo.db").display(),
     )
 }
 
-/// Runs the demo until Ctrl-C.
-pub fn run() -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
+/// Binds a loopback listener on a thread of its own and serves `serve` on it.
+fn spawn_server<F, Fut>(serve: F) -> anyhow::Result<SocketAddr>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     crate::util::spawn_on_own_runtime(async move {
         match tokio::net::TcpListener::bind("127.0.0.1:0").await {
             Ok(listener) => {
                 let _ = tx.send(listener.local_addr());
-                echo::serve(listener, "demo-echo").await;
+                serve(listener).await;
             }
             Err(e) => {
                 let _ = tx.send(Err(e));
             }
         }
     })?;
-    let upstream = rx.recv()??;
+    Ok(rx.recv()??)
+}
+
+/// Runs the demo until Ctrl-C.
+pub fn run() -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let upstream = spawn_server(|l| echo::serve(l, "demo-echo"))?;
     let http = port_or_free(8080);
     let admin = port_or_free(9090);
+    let client_secret = hex::encode(rand::random::<[u8; 16]>());
+    let client = idp::Client {
+        id: "portcullis-demo".into(),
+        secret: client_secret.clone(),
+        redirect_uri: format!("http://localhost:{http}/_portcullis/callback"),
+        post_logout_redirect_uri: format!("http://localhost:{http}/"),
+    };
+    let idp_addr = spawn_server(move |l| idp::serve(l, client))?;
+    let ports = Ports {
+        http,
+        admin,
+        idp: idp_addr,
+        upstream,
+    };
     let path = dir.join("portcullis-demo.yaml");
-    std::fs::write(&path, demo_config(http, admin, upstream, &dir))?;
+    std::fs::write(&path, demo_config(&ports, &client_secret, &dir))?;
     let config = Config::from_yaml(
         &std::fs::read_to_string(&path)?,
         &path,
@@ -84,10 +154,14 @@ pub fn run() -> anyhow::Result<()> {
     println!();
     println!("  Portcullis demo is running.");
     println!("  Open            http://localhost:{http}/");
-    println!("  Send a forged header and watch it disappear:");
-    println!("    curl -H 'X-Auth-Email: evil@example.com' http://localhost:{http}/");
-    println!("  A protected path (answers 401, or a login redirect in a browser):");
-    println!("    curl -i http://localhost:{http}/private");
+    println!("  and sign in at the development IdP as one of its sample users:");
+    println!("    alice (Admin), bob (Member), carol (Partners, just in time), dave (refused).");
+    println!("  Also try        http://localhost:{http}/admin     (Admin only)");
+    println!("                  http://localhost:{http}/partners  (Partners only)");
+    println!("                  http://localhost:{http}/_portcullis/userinfo");
+    println!("                  http://localhost:{http}/_portcullis/logout");
+    println!("  A forged identity header never reaches the app:");
+    println!("    curl -H 'X-Auth-Email: evil@example.com' http://localhost:{http}/public/");
     println!("  Metrics         http://127.0.0.1:{admin}/metrics");
     println!("  Config          {}", path.display());
     println!("  Stop with Ctrl-C.");

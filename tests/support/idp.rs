@@ -95,8 +95,27 @@ impl Page {
 
     /// The first HTML form: its absolute action and its hidden fields.
     pub fn form(&self) -> Option<(String, Vec<(String, String)>)> {
-        let start = self.body.find("<form")?;
-        let form = &self.body[start..];
+        self.forms().into_iter().next()
+    }
+
+    /// The first form whose HTML contains `needle`.
+    pub fn form_with(&self, needle: &str) -> Option<(String, Vec<(String, String)>)> {
+        self.body
+            .split("<form")
+            .skip(1)
+            .find(|f| f[..f.find("</form>").unwrap_or(f.len())].contains(needle))
+            .and_then(|f| self.parse_form(f))
+    }
+
+    pub fn forms(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.body
+            .split("<form")
+            .skip(1)
+            .filter_map(|f| self.parse_form(f))
+            .collect()
+    }
+
+    fn parse_form(&self, form: &str) -> Option<(String, Vec<(String, String)>)> {
         let end = form.find("</form>").unwrap_or(form.len());
         let form = &form[..end];
         let action = attr(form, "action")?;
