@@ -29,15 +29,17 @@ fn start() -> Demo {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
-    for line in out.lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.trim().strip_prefix("Open") {
             url = Some(rest.trim().to_string());
             break;
         }
     }
+    // Keep reading what it prints, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     Demo {
         child,
         url: url.expect("the demo prints the URL to open"),

@@ -537,3 +537,25 @@ async fn an_idp_down_at_start_gives_502_until_it_answers() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test]
+async fn a_policy_error_at_login_is_logged_counted_and_refused() {
+    let w = world().await;
+    w.rogue.spoil(Spoil::Nothing);
+    // No `groups` claim: `contains(groups, 'home-lab')` fails at run time.
+    w.rogue
+        .set_claims(json!({"sub": "nogroups", "email": "n@elsewhere.org", "email_verified": true}));
+    let page = w.login(&Browser::new(), "/").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(!has_session_cookie(&page));
+    let metrics = w.gw.metrics().await;
+    assert!(
+        metrics.contains(r#"portcullis_policy_errors_total{idp="rogue",org="home-lab"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"portcullis_logins_total{idp="rogue",outcome="no_membership"} 1"#));
+    let logs = w.gw.logs();
+    assert!(logs.contains("policy expression failed"), "{logs}");
+    assert!(logs.contains("contains(groups, 'home-lab')"), "{logs}");
+    assert_eq!(w.store().await.count_users().await.unwrap(), 0);
+}

@@ -192,6 +192,23 @@ async fn full_login_reaches_the_upstream_with_identity_headers() {
         metrics.contains(r#"portcullis_logins_total{idp="main",outcome="success"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            r#"portcullis_provisioning_decisions_total{idp="main",decision="created"} 1"#
+        )
+    );
+    // The membership change went to the audit log and the audit target.
+    let logs = w.gw.logs();
+    let audit: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("portcullis::audit"))
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("membership.created") && l.contains("login:main")),
+        "{logs}"
+    );
 }
 
 #[tokio::test]

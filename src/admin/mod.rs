@@ -11,12 +11,108 @@ use axum::routing::get;
 
 use crate::state::Shared;
 
+pub mod api;
+pub mod error;
+
+/// Largest request body the API reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The admin listener's router: health, readiness and metrics without
+/// authentication; `/api/` behind the admin tokens.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let (api, _) = api::router();
+    let doc = Arc::new(openapi());
+    let api = api
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { error::ApiError::not_found("no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authenticate,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(api)
         .with_state(shared)
+}
+
+/// The API document, with the document's own endpoint listed too.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = api::router();
+    let op = utoipa::openapi::path::OperationBuilder::new()
+        .summary(Some("This OpenAPI document"))
+        .response(
+            "200",
+            utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 JSON"),
+        )
+        .build();
+    doc.paths.add_path_operation(
+        "/api/openapi.json",
+        vec![utoipa::openapi::HttpMethod::Get],
+        op,
+    );
+    doc
+}
+
+/// Checks `Authorization: Bearer <token>` against `admin.tokens` in
+/// constant time. Every failure is the same 401, whatever was wrong.
+async fn authenticate(
+    State(shared): State<Arc<Shared>>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| crate::util::sha256(token.trim().as_bytes()));
+    let runtime = shared.runtime.load();
+    let tokens = runtime
+        .config
+        .admin
+        .as_ref()
+        .map(|a| a.tokens.as_slice())
+        .unwrap_or(&[]);
+    let mut matched = None;
+    if let Some(digest) = presented {
+        for (i, t) in tokens.iter().enumerate() {
+            // Every token is compared, so timing says nothing of which.
+            if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &t.sha256[..])) {
+                matched = Some(i);
+            }
+        }
+    }
+    drop(runtime);
+    match matched {
+        Some(i) => {
+            req.extensions_mut()
+                .insert(api::Actor(format!("token:{i}")));
+            next.run(req).await
+        }
+        None => {
+            let mut resp = error::ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "A valid admin token is required.",
+            )
+            .into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            resp
+        }
+    }
 }
 
 /// Ready when the config is loaded (always, once this listener is up) and

@@ -694,6 +694,353 @@ impl Store {
         load_jit(&mut conn).await
     }
 
+    /// The API-added entries of one JIT list of `org`, sorted.
+    pub async fn jit_list(&self, org: &str, list: JitList) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(list.select())
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Adds entries (present ones are kept as they are); returns those
+    /// that were new.
+    pub async fn jit_add(
+        &self,
+        org: &str,
+        list: JitList,
+        values: &[String],
+        actor: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut added = Vec::new();
+        for v in values {
+            let done = sqlx::query(list.insert())
+                .bind(org)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() > 0 {
+                added.push(v.clone());
+            }
+        }
+        let mut audit = Vec::new();
+        for v in &added {
+            audit.push(AuditEvent::new(
+                now(),
+                actor,
+                &format!("jit.{}.added", list.name()),
+                None,
+                Some(org),
+                None,
+                Some(Value::String(v.clone())),
+            ));
+        }
+        for e in &audit {
+            e.insert(&mut tx).await?;
+        }
+        tx.commit().await?;
+        audit.iter().for_each(AuditEvent::emit);
+        Ok(added)
+    }
+
+    /// Replaces the API-added entries of a list.
+    pub async fn jit_replace(
+        &self,
+        org: &str,
+        list: JitList,
+        values: &[String],
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let before: Vec<String> = sqlx::query(list.select())
+            .bind(org)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        sqlx::query(list.delete_all())
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+        for v in values {
+            sqlx::query(list.insert())
+                .bind(org)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let after: Vec<String> = sqlx::query(list.select())
+            .bind(org)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?;
+        let event = AuditEvent::new(
+            now(),
+            actor,
+            &format!("jit.{}.replaced", list.name()),
+            None,
+            Some(org),
+            Some(serde_json::json!(before)),
+            Some(serde_json::json!(after)),
+        );
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        event.emit();
+        Ok(())
+    }
+
+    /// Removes one entry; `false` when it was not there.
+    pub async fn jit_delete(
+        &self,
+        org: &str,
+        list: JitList,
+        value: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(list.delete_one())
+            .bind(org)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let event = AuditEvent::new(
+            now(),
+            actor,
+            &format!("jit.{}.removed", list.name()),
+            None,
+            Some(org),
+            Some(Value::String(value.to_string())),
+            None,
+        );
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        event.emit();
+        Ok(true)
+    }
+
+    /// Deletes a user with their identities, memberships and sessions.
+    pub async fn delete_user(&self, user_id: &str, actor: &str) -> Result<bool, StoreError> {
+        let Some(user) = self.user(user_id).await? else {
+            return Ok(false);
+        };
+        let mut tx = self.begin().await?;
+        let at = now();
+        let mut audit = Vec::new();
+        for m in &user.memberships {
+            audit.push(AuditEvent::for_change(
+                at,
+                actor,
+                user_id,
+                &Change {
+                    org: m.org.clone(),
+                    decision: Decision::Removed,
+                    before: Some(m.clone()),
+                    after: None,
+                },
+            ));
+        }
+        audit.push(AuditEvent::new(
+            at,
+            actor,
+            "user.deleted",
+            Some(user_id),
+            None,
+            Some(serde_json::to_value(&user).unwrap_or(Value::Null)),
+            None,
+        ));
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = $1",
+            "DELETE FROM membership_roles WHERE user_id = $1",
+            "DELETE FROM memberships WHERE user_id = $1",
+            "DELETE FROM identities WHERE user_id = $1",
+        ] {
+            sqlx::query(sql).bind(user_id).execute(&mut *tx).await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for e in &audit {
+            e.insert(&mut tx).await?;
+        }
+        tx.commit().await?;
+        audit.iter().for_each(AuditEvent::emit);
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Members of `org` with their roles and source, by user id.
+    pub async fn org_members(&self, org: &str) -> Result<Vec<(User, Membership)>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query("SELECT user_id FROM memberships WHERE org_id = $1 ORDER BY user_id")
+                .bind(org)
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(u) = self.user(&id).await?
+                && let Some(m) = u.memberships.iter().find(|m| m.org == org).cloned()
+            {
+                out.push((u, m));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets a user's roles in `org`; the membership becomes `manual`.
+    /// `None` when the user does not exist.
+    pub async fn set_membership(
+        &self,
+        user_id: &str,
+        org: &str,
+        roles: &[String],
+        actor: &str,
+    ) -> Result<Option<Membership>, StoreError> {
+        let mut tx = self.begin().await?;
+        let exists = sqlx::query("SELECT id FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let before = memberships_of(&mut tx, user_id)
+            .await?
+            .into_iter()
+            .find(|m| m.org == org);
+        let mut sorted: Vec<String> = roles.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let after = Membership {
+            org: org.to_string(),
+            roles: sorted,
+            source: MembershipSource::Manual,
+        };
+        let at = now();
+        write_membership(&mut tx, user_id, &after, at).await?;
+        let event = AuditEvent::for_change(
+            at,
+            actor,
+            user_id,
+            &Change {
+                org: org.to_string(),
+                decision: if before.is_some() {
+                    Decision::RolesChanged
+                } else {
+                    Decision::Created
+                },
+                before,
+                after: Some(after.clone()),
+            },
+        );
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        event.emit();
+        Ok(Some(after))
+    }
+
+    /// Removes a user's membership of `org`; `false` when there was none.
+    pub async fn remove_membership(
+        &self,
+        user_id: &str,
+        org: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let before = memberships_of(&mut tx, user_id)
+            .await?
+            .into_iter()
+            .find(|m| m.org == org);
+        let Some(before) = before else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        delete_membership(&mut tx, user_id, org).await?;
+        let event = AuditEvent::for_change(
+            now(),
+            actor,
+            user_id,
+            &Change {
+                org: org.to_string(),
+                decision: Decision::Removed,
+                before: Some(before),
+                after: None,
+            },
+        );
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        event.emit();
+        Ok(true)
+    }
+
+    /// A user's sessions, newest first.
+    pub async fn user_sessions(&self, user_id: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id_hash, idp, created_at, last_seen_at, expires_at FROM sessions WHERE user_id = $1 ORDER BY created_at DESC",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let hash: String = r.try_get(0)?;
+                Ok(SessionSummary {
+                    id: hash.chars().take(16).collect(),
+                    idp: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    last_seen_at: r.try_get(3)?,
+                    expires_at: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends every session of a user; returns the hashed ids ended.
+    pub async fn delete_user_sessions(
+        &self,
+        user_id: &str,
+        actor: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        let hashes: Vec<String> = sqlx::query("SELECT id_hash FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        let event = AuditEvent::new(
+            now(),
+            actor,
+            "sessions.revoked",
+            Some(user_id),
+            None,
+            Some(serde_json::json!({"sessions": hashes.len()})),
+            None,
+        );
+        event.insert(&mut tx).await?;
+        tx.commit().await?;
+        event.emit();
+        Ok(hashes)
+    }
+
     // ---- audit ----------------------------------------------------------
 
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {

@@ -154,3 +154,79 @@ impl AuditEvent {
         );
     }
 }
+
+/// One of the three just-in-time lists of an organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JitList {
+    EmailDomains,
+    SsoConnectors,
+    Roles,
+}
+
+impl JitList {
+    pub fn name(self) -> &'static str {
+        match self {
+            JitList::EmailDomains => "email_domain",
+            JitList::SsoConnectors => "sso_connector",
+            JitList::Roles => "role",
+        }
+    }
+
+    pub(crate) fn select(self) -> &'static str {
+        match self {
+            JitList::EmailDomains => {
+                "SELECT domain FROM jit_email_domains WHERE org_id = $1 ORDER BY domain"
+            }
+            JitList::SsoConnectors => {
+                "SELECT idp FROM jit_sso_connectors WHERE org_id = $1 ORDER BY idp"
+            }
+            JitList::Roles => "SELECT role FROM jit_roles WHERE org_id = $1 ORDER BY role",
+        }
+    }
+
+    pub(crate) fn insert(self) -> &'static str {
+        match self {
+            JitList::EmailDomains => {
+                "INSERT INTO jit_email_domains (org_id, domain) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            }
+            JitList::SsoConnectors => {
+                "INSERT INTO jit_sso_connectors (org_id, idp) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            }
+            JitList::Roles => {
+                "INSERT INTO jit_roles (org_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            }
+        }
+    }
+
+    pub(crate) fn delete_all(self) -> &'static str {
+        match self {
+            JitList::EmailDomains => "DELETE FROM jit_email_domains WHERE org_id = $1",
+            JitList::SsoConnectors => "DELETE FROM jit_sso_connectors WHERE org_id = $1",
+            JitList::Roles => "DELETE FROM jit_roles WHERE org_id = $1",
+        }
+    }
+
+    pub(crate) fn delete_one(self) -> &'static str {
+        match self {
+            JitList::EmailDomains => {
+                "DELETE FROM jit_email_domains WHERE org_id = $1 AND domain = $2"
+            }
+            JitList::SsoConnectors => {
+                "DELETE FROM jit_sso_connectors WHERE org_id = $1 AND idp = $2"
+            }
+            JitList::Roles => "DELETE FROM jit_roles WHERE org_id = $1 AND role = $2",
+        }
+    }
+}
+
+/// A session as the management API shows it: never its id, only a prefix
+/// of the id's hash to tell sessions apart.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionSummary {
+    pub id: String,
+    pub idp: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+}

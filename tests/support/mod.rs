@@ -116,6 +116,33 @@ impl Gateway {
         panic!("gateway could not bind free ports three times");
     }
 
+    /// Stops the process and starts it again on the same ports, with the
+    /// same directory (config file, SQLite store).
+    pub async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        self.child = Some(
+            Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config_path)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        if let Err(code) = self.wait_ready().await {
+            panic!("gateway did not restart (exit {code:?}):\n{}", self.logs());
+        }
+    }
+
     async fn wait_ready(&mut self) -> Result<(), Option<i32>> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut targets = vec![self.http, self.admin];
