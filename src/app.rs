@@ -55,9 +55,10 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     let oidc = Oidc::new(background.clone())
         .map_err(|e| StartError::Runtime(std::io::Error::other(e.to_string())))?;
     // Discovery starts now; an IdP that is down does not stop the gateway.
-    background.block_on(async { oidc.warm_up(&config.identity_providers) });
+    oidc.warm_up(&config.identity_providers);
     let sessions = Sessions::new(store, background, config.store.cache_ttl);
     let shared = Shared::new(config, config_path, sessions, signer, oidc);
+    sweep_sessions(&shared);
     let runtime = shared.runtime.load_full();
     let mut tasks = Vec::new();
     if let Some(admin) = &runtime.config.admin {
@@ -91,6 +92,28 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     );
     drop(runtime);
     server::run(shared, tasks)
+}
+
+/// Deletes expired and idle sessions from the store every ten minutes.
+fn sweep_sessions(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    shared.sessions.background().spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            let Some(shared) = weak.upgrade() else { return };
+            let idle = shared.runtime.load().config.session.idle_timeout.as_secs() as i64;
+            match shared
+                .store()
+                .delete_expired_sessions(crate::store::now(), idle)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(target: "portcullis::session", sessions = n, "expired sessions removed"),
+                Err(e) => tracing::warn!(target: "portcullis::session", error = %e, "expired sessions not removed"),
+            }
+        }
+    });
 }
 
 /// SIGHUP re-reads the config file. The handler is installed before any

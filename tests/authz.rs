@@ -64,8 +64,12 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(|t| t).await
+}
+
+async fn world_with(edit: impl Fn(String) -> String) -> World {
     let upstream = start_echo("app").await;
-    let gw = Gateway::start(&template(upstream)).await;
+    let gw = Gateway::start(&edit(template(upstream))).await;
     let url = format!("sqlite://{}/portcullis.db", gw.dir.path().display());
     let store = Store::open(&url, StoreKind::Sqlite).await.unwrap();
     let user = store
@@ -363,4 +367,72 @@ async fn userinfo_logout_and_revocation_elsewhere() {
     let metrics = w.gw.metrics().await;
     assert!(metric_value(&metrics, "portcullis_session_cache_hits_total").unwrap() >= 1.0);
     assert!(metric_value(&metrics, "portcullis_session_cache_misses_total").unwrap() >= 1.0);
+}
+
+fn trusting_loopback(t: String) -> String {
+    t.replace(
+        "  grace_period: 5s\n",
+        "  grace_period: 5s\n  trusted_proxies: [\"127.0.0.1/32\"]\n",
+    )
+}
+
+/// Forward-auth as nginx's `auth_request` calls it: the original request
+/// in `X-Forwarded-*`, the browser's cookie passed along.
+#[tokio::test]
+async fn forward_auth_answers_for_the_original_request() {
+    let w = world_with(trusting_loopback).await;
+    let (cookie, _) = w.session(claims(), 3600).await;
+    let ask = |host: &'static str, uri: &'static str, cookie: Option<String>| {
+        let addr = w.gw.http;
+        async move {
+            let mut h = vec![
+                format!("X-Forwarded-Host: {host}"),
+                format!("X-Forwarded-Uri: {uri}"),
+                "X-Forwarded-Method: GET".to_string(),
+                "X-Forwarded-Proto: https".to_string(),
+            ];
+            h.extend(cookie);
+            let refs: Vec<&str> = h.iter().map(String::as_str).collect();
+            get(addr, "portcullis.internal", "/_portcullis/auth", &refs).await
+        }
+    };
+    let r = ask("app.test", "/page?x=1", Some(cookie.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-auth-user-id").as_deref(), Some(w.user.as_str()));
+    assert_eq!(r.header("x-auth-roles").as_deref(), Some("Member,Viewer"));
+    assert!(r.header("x-auth-assertion").is_some());
+    // The route's policy applies, on the normalized path.
+    let r = ask("app.test", "/admin/x", Some(cookie.clone())).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["code"], "role_required");
+    let r = ask("app.test", "/page/%2e%2e/admin/x", Some(cookie.clone())).await;
+    assert_eq!(r.status, 403, "dot segments are resolved before the policy");
+    let r = ask("app.test", "/admin%2Fx", Some(cookie.clone())).await;
+    assert_eq!(r.status, 400);
+    // No session: 401, with where to sign in.
+    let r = ask("app.test", "/page", None).await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("unauthenticated"));
+    // Unknown host: 404.
+    assert_eq!(ask("nowhere.test", "/", Some(cookie)).await.status, 404);
+}
+
+#[tokio::test]
+async fn forward_auth_refuses_untrusted_peers() {
+    let w = world().await;
+    let (cookie, _) = w.session(claims(), 3600).await;
+    let r = w
+        .get(
+            "app.test",
+            "/_portcullis/auth",
+            &[
+                &cookie,
+                "X-Forwarded-Host: app.test",
+                "X-Forwarded-Uri: /page",
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["code"], "untrusted_proxy");
+    assert!(r.header("x-auth-user-id").is_none());
 }

@@ -126,22 +126,43 @@ pub fn set_identity(
     principal: &Principal,
     assertion: Option<&str>,
 ) {
-    set_named(req, &names.user_id, &principal.user_id);
-    set_named(req, &names.subject, &principal.subject);
-    set_named(req, &names.idp, &principal.idp);
+    for (name, value) in identity_headers(names, route, principal, assertion) {
+        let _ = req.insert_header(name, value);
+    }
+}
+
+/// The identity headers for `principal` on `route`, as name and value;
+/// what [`set_identity`] sets upstream and forward-auth answers with.
+pub fn identity_headers(
+    names: &IdentityHeaders,
+    route: &Route,
+    principal: &Principal,
+    assertion: Option<&str>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut out = Vec::with_capacity(8 + route.claim_headers.len());
+    let mut push = |name: &http::HeaderName, value: &str| match http::HeaderValue::from_str(value) {
+        Ok(v) => out.push((name.clone(), v)),
+        Err(_) => tracing::warn!(
+            header = name.as_str(),
+            "header value not allowed in HTTP; left out"
+        ),
+    };
+    push(&names.user_id, &principal.user_id);
+    push(&names.subject, &principal.subject);
+    push(&names.idp, &principal.idp);
     if let Some(email) = &principal.email {
-        set_named(req, &names.email, email);
+        push(&names.email, email);
     }
     if let Some(name) = &principal.name {
-        set_named(req, &names.name, name);
+        push(&names.name, name);
     }
     if let Some(org) = &route.org {
-        set_named(req, &names.org, org);
+        push(&names.org, org);
         // Stored roles are sorted already.
-        set_named(req, &names.roles, &principal.roles_in(org).join(","));
+        push(&names.roles, &principal.roles_in(org).join(","));
     }
     if let Some(jwt) = assertion {
-        set_named(req, &names.assertion, jwt);
+        push(&names.assertion, jwt);
     }
     for (name, expr) in &route.claim_headers {
         let Ok(value) = expr.compiled.search(&principal.claims_data) else {
@@ -159,26 +180,10 @@ pub fn set_identity(
             scalar(&value)
         };
         if let Some(text) = text.filter(|t| !t.is_empty()) {
-            set_named(req, name, &text);
+            push(name, &text);
         }
     }
-}
-
-/// [`set_header`] for a name parsed at config load.
-fn set_named(req: &mut RequestHeader, name: &http::HeaderName, value: &str) -> bool {
-    match http::HeaderValue::from_str(value) {
-        Ok(v) => {
-            let _ = req.insert_header(name.clone(), v);
-            true
-        }
-        _ => {
-            tracing::warn!(
-                header = name.as_str(),
-                "header value not allowed in HTTP; left out"
-            );
-            false
-        }
-    }
+    out
 }
 
 /// Numbers and booleans as text; `None` for null, objects, arrays.

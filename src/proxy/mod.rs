@@ -329,6 +329,121 @@ impl Gateway {
         Ok(true)
     }
 
+    /// Forward-auth: judges the request described by the trusted proxy's
+    /// `X-Forwarded-Method/-Proto/-Host/-Uri` against the matching route.
+    /// 200 with the identity headers, 401 without a session, 403 when the
+    /// route's policy refuses; nothing is proxied.
+    async fn forward_auth(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
+        let config = &runtime.config;
+        if !headers::is_trusted(ctx.peer, &config.server.trusted_proxies) {
+            let reply = Reply::new(
+                403,
+                "untrusted_proxy",
+                "Not allowed",
+                "Forward-auth answers only proxies listed in server.trusted_proxies.",
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        let forwarded = |name: &str| {
+            let mut all = req.headers.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => v.to_str().ok().map(str::to_string),
+                _ => None,
+            }
+        };
+        let Some(host) = forwarded("x-forwarded-host").and_then(|h| authz::normalize_host(&h))
+        else {
+            respond::send(
+                session,
+                &bad_request("X-Forwarded-Host is missing or not a host name."),
+            )
+            .await?;
+            return Ok(true);
+        };
+        let uri = forwarded("x-forwarded-uri").unwrap_or_else(|| "/".to_string());
+        let target = match authz::parse_target(uri.as_bytes()) {
+            Ok(t) => t,
+            Err(e) => {
+                respond::send(session, &bad_request(format!("X-Forwarded-Uri: {e}"))).await?;
+                return Ok(true);
+            }
+        };
+        let Some(route) = runtime.routes.lookup(&host, &target.path).cloned() else {
+            let reply = Reply::new(
+                404,
+                "unknown_host",
+                "Not found",
+                "No route serves this address.",
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        };
+        if authz::access(&route, &target.path) == Access::Public {
+            respond::ok_with(session, vec![]).await?;
+            return Ok(true);
+        }
+        let answer = match self.authenticate(session, &runtime, Some(&route)).await {
+            Authn::Principal(p) => match p.verdict(runtime.generation, &route) {
+                Ok(()) => {
+                    self.count_outcome("allowed");
+                    let issuer = config.server.public_url.as_str().trim_end_matches('/');
+                    let jwt = p
+                        .assertion(
+                            &self.shared.signer,
+                            issuer,
+                            &host,
+                            route.org.as_deref(),
+                            crate::store::now(),
+                        )
+                        .map_err(|e| tracing::error!(error = %e, "assertion not signed"))
+                        .ok();
+                    let values = headers::identity_headers(
+                        &config.identity_headers,
+                        &route,
+                        &p,
+                        jwt.as_deref(),
+                    );
+                    respond::ok_with(session, values).await?;
+                    return Ok(true);
+                }
+                Err(denied) => {
+                    self.count_outcome("denied");
+                    Reply::new(403, denied.code(), "Access denied", denied.message())
+                }
+            },
+            Authn::StoreUnavailable => Reply::new(
+                503,
+                "store_unavailable",
+                "Temporarily unavailable",
+                "Sessions cannot be checked right now.",
+            ),
+            Authn::MalformedCookie => bad_request("The session cookie is malformed."),
+            Authn::Anonymous | Authn::BadBearer => {
+                self.count_outcome("unauthenticated");
+                let proto = forwarded("x-forwarded-proto")
+                    .filter(|p| p == "https" || p == "http")
+                    .unwrap_or_else(|| "https".into());
+                let original = format!("{proto}://{host}{}", target.path_and_query());
+                let rd: String =
+                    url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
+                let login = format!("{}/_portcullis/login?rd={rd}", login::public_base(config));
+                Reply::new(
+                    401,
+                    "unauthenticated",
+                    "Sign-in required",
+                    "This route needs a session.",
+                )
+                .with_header("www-authenticate", "Bearer")
+                .with_link(login, "Sign in")
+            }
+        };
+        respond::send(session, &answer).await?;
+        Ok(true)
+    }
+
     /// A protected route without a valid session: browsers go to the
     /// login, API clients get 401.
     async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
@@ -358,6 +473,10 @@ impl Gateway {
         Ok(true)
     }
 }
+
+/// The forward-auth endpoint (nginx `auth_request`, Traefik `forwardAuth`,
+/// Caddy `forward_auth`).
+const FORWARD_AUTH: &str = "/_portcullis/auth";
 
 /// Largest back-channel logout request body read.
 const MAX_BACKCHANNEL_BODY: usize = 64 * 1024;
@@ -436,6 +555,10 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         };
+        if target.path == FORWARD_AUTH {
+            // Asked by a proxy in front, on whatever host it uses.
+            return self.forward_auth(session, ctx).await;
+        }
         let reserved = authz::under_prefix(&target.path, RESERVED_PREFIX);
         ctx.target = Some(target);
         let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("/");

@@ -66,6 +66,20 @@ pub async fn text(session: &mut Session, status: u16, body: &'static str) -> Res
     .await
 }
 
+/// An empty 200 carrying `headers` (forward-auth's "yes, and this is who").
+pub async fn ok_with(
+    session: &mut Session,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(headers.len() + 3))?;
+    resp.insert_header("cache-control", "no-store")?;
+    for (name, value) in headers {
+        resp.insert_header(name, value)?;
+    }
+    resp.insert_header("content-length", "0")?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
 /// A JSON answer (the gateway's own endpoints).
 pub async fn json(
     session: &mut Session,
