@@ -765,6 +765,16 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A client that hangs up before its answer is not an error of the
+    /// gateway: the access log records it (status 0), nothing more.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session
             .response_written()
