@@ -368,11 +368,8 @@ async fn finish_login(
             tracing::error!(target: "portcullis::login", idp = %idp.id, error = %e, "provisioning failed");
             return Err((
                 "store_unavailable",
-                Answer::Reply(Reply::new(
-                    503,
-                    "store_unavailable",
-                    "Temporarily unavailable",
-                    "Signing in is not possible right now. Try again in a moment.",
+                Answer::Reply(Reply::store_unavailable(
+                    "Signing in is not possible right now.",
                 )),
             ));
         }
@@ -438,11 +435,8 @@ async fn finish_login(
             tracing::error!(target: "portcullis::login", error = %e, "session not stored");
             (
                 "store_unavailable",
-                Answer::Reply(Reply::new(
-                    503,
-                    "store_unavailable",
-                    "Temporarily unavailable",
-                    "Signing in is not possible right now. Try again in a moment.",
+                Answer::Reply(Reply::store_unavailable(
+                    "Signing in is not possible right now.",
                 )),
             )
         })?;
@@ -502,12 +496,7 @@ pub async fn logout(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) 
             }
             Err(e) => {
                 tracing::warn!(error = %e, "logout could not reach the store");
-                return Answer::Reply(Reply::new(
-                    503,
-                    "store_unavailable",
-                    "Temporarily unavailable",
-                    "Signing out failed; try again in a moment.",
-                ));
+                return Answer::Reply(Reply::store_unavailable("Signing out failed."));
             }
         }
     }
@@ -601,12 +590,7 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "back-channel logout could not reach the store");
-                        Answer::Reply(Reply::new(
-                            503,
-                            "store_unavailable",
-                            "Temporarily unavailable",
-                            "Try again.",
-                        ))
+                        Answer::Reply(Reply::store_unavailable("The sessions were not ended."))
                     }
                 };
             }

@@ -44,6 +44,17 @@ impl Reply {
         }
     }
 
+    /// 503: the store cannot be reached; `what` says what did not happen.
+    pub fn store_unavailable(what: &str) -> Reply {
+        Reply::new(
+            503,
+            "store_unavailable",
+            "Temporarily unavailable",
+            format!("{what} Try again in a moment."),
+        )
+        .with_header("retry-after", "5")
+    }
+
     pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Reply {
         self.link = Some((href.into(), text.into()));
         self

@@ -5,8 +5,7 @@
 mod support;
 
 use portcullis::config::StoreKind;
-use portcullis::session::cookie::SessionId;
-use portcullis::store::{NewSession, Store};
+use portcullis::store::Store;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
@@ -574,21 +573,15 @@ async fn memberships_and_sessions_take_effect_on_the_next_request() {
     let api = Api::start().await;
     let user = api.create_user("fay@example.com", &["Member"]).await;
     let store = api.store().await;
-    let id = SessionId::generate();
-    store
-        .create_session(&NewSession {
-            id_hash: id.hash(),
-            user_id: user.clone(),
-            idp: "authentik".into(),
-            subject: "fay".into(),
-            sid: None,
-            id_token: None,
-            claims: json!({"sub": "fay"}),
-            expires_at: portcullis::store::now() + 3600,
-        })
-        .await
-        .unwrap();
-    let cookie = format!("Cookie: _portcullis={}", id.encode());
+    let (cookie, hash) = session_cookie(
+        &store,
+        &user,
+        "authentik",
+        "fay",
+        json!({"sub": "fay"}),
+        3600,
+    )
+    .await;
     let headers = [cookie.as_str()];
     let proxied = || get(api.gw.http, "app.test", "/", &headers);
     let r = proxied().await;
@@ -639,8 +632,9 @@ async fn memberships_and_sessions_take_effect_on_the_next_request() {
     // Sessions listed, never with their id.
     let a = api.get(&format!("/api/users/{user}/sessions")).await;
     assert_eq!(a.body.as_array().unwrap().len(), 1);
-    assert!(!a.body.to_string().contains(&id.encode()));
-    assert!(!a.body.to_string().contains(&id.hash()));
+    let id = cookie.trim_start_matches("Cookie: _portcullis=");
+    assert!(!a.body.to_string().contains(id));
+    assert!(!a.body.to_string().contains(&hash));
 
     // The membership removed: the next request is denied.
     assert_eq!(api.delete(&path).await.status, 204);
@@ -928,21 +922,7 @@ async fn metrics_have_every_family_once_used() {
     let api = Api::start().await;
     let user = api.create_user("ida@example.com", &["Member"]).await;
     let store = api.store().await;
-    let id = SessionId::generate();
-    store
-        .create_session(&NewSession {
-            id_hash: id.hash(),
-            user_id: user,
-            idp: "authentik".into(),
-            subject: "ida".into(),
-            sid: None,
-            id_token: None,
-            claims: json!({}),
-            expires_at: portcullis::store::now() + 3600,
-        })
-        .await
-        .unwrap();
-    let cookie = format!("Cookie: _portcullis={}", id.encode());
+    let (cookie, _) = session_cookie(&store, &user, "authentik", "ida", json!({}), 3600).await;
     assert_eq!(
         get(api.gw.http, "app.test", "/", &[&cookie]).await.status,
         200
@@ -990,22 +970,8 @@ async fn another_replica_follows_within_the_cache_ttl() {
     )
     .await;
     let user = a.create_user("jo@example.com", &["Member"]).await;
-    let id = SessionId::generate();
-    a.store()
-        .await
-        .create_session(&NewSession {
-            id_hash: id.hash(),
-            user_id: user.clone(),
-            idp: "authentik".into(),
-            subject: "jo".into(),
-            sid: None,
-            id_token: None,
-            claims: json!({}),
-            expires_at: portcullis::store::now() + 3600,
-        })
-        .await
-        .unwrap();
-    let cookie = format!("Cookie: _portcullis={}", id.encode());
+    let (cookie, _) =
+        session_cookie(&a.store().await, &user, "authentik", "jo", json!({}), 3600).await;
     assert_eq!(get(b.http, "app.test", "/", &[&cookie]).await.status, 200);
     let path = format!("/api/organizations/home-lab/users/{user}");
     assert_eq!(a.delete(&path).await.status, 204);

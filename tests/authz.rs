@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use portcullis::config::StoreKind;
 use portcullis::provision::{Membership, MembershipSource};
 use portcullis::session::cookie::SessionId;
-use portcullis::store::{NewSession, NewUser, Store};
+use portcullis::store::{NewUser, Store};
 use serde_json::{Value, json};
 use support::*;
 
@@ -100,21 +100,15 @@ impl World {
     /// A session for the user, as the login would create it; the cookie
     /// header line that carries it.
     async fn session(&self, claims: Value, expires_in: i64) -> (String, String) {
-        let id = SessionId::generate();
-        self.store
-            .create_session(&NewSession {
-                id_hash: id.hash(),
-                user_id: self.user.clone(),
-                idp: "authentik".into(),
-                subject: "alice-sub".into(),
-                sid: None,
-                id_token: None,
-                claims,
-                expires_at: portcullis::store::now() + expires_in,
-            })
-            .await
-            .unwrap();
-        (format!("Cookie: _portcullis={}", id.encode()), id.hash())
+        session_cookie(
+            &self.store,
+            &self.user,
+            "authentik",
+            "alice-sub",
+            claims,
+            expires_in,
+        )
+        .await
     }
 
     async fn get(&self, host: &str, path: &str, headers: &[&str]) -> RawResponse {

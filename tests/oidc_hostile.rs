@@ -27,19 +27,9 @@ async fn world() -> World {
 
 async fn gateway(issuer: &str) -> Gateway {
     let upstream = start_echo("app").await;
+    let head = localhost_preamble("sqlite://{dir}/portcullis.db");
     let template = format!(
-        r#"server:
-  listen: "127.0.0.1:{{http}}"
-  public_url: "http://localhost:{{http}}"
-  grace_period: 1s
-admin:
-  listen: "127.0.0.1:{{admin}}"
-  tokens: ["{ADMIN_TOKEN}"]
-store:
-  url: "sqlite://{{dir}}/portcullis.db"
-session:
-  secret: "{SECRET}"
-identity_providers:
+        r#"{head}identity_providers:
   - id: rogue
     issuer: "{issuer}"
     client_id: {CLIENT_ID}
@@ -494,27 +484,8 @@ async fn an_idp_down_at_start_gives_502_until_it_answers() {
         )
         .await
         .unwrap();
-    let id = SessionId::generate();
-    store
-        .create_session(&NewSession {
-            id_hash: id.hash(),
-            user_id: user.id,
-            idp: "rogue".into(),
-            subject: "s".into(),
-            sid: None,
-            id_token: None,
-            claims: json!({}),
-            expires_at: portcullis::store::now() + 600,
-        })
-        .await
-        .unwrap();
-    let r = get(
-        gw.http,
-        "localhost",
-        "/x",
-        &[&format!("Cookie: _portcullis={}", id.encode())],
-    )
-    .await;
+    let (cookie, _) = session_cookie(&store, &user.id, "rogue", "s", json!({}), 600).await;
+    let r = get(gw.http, "localhost", "/x", &[&cookie]).await;
     assert_eq!(r.status, 200);
     // The IdP comes up: logins work again (after the short back-off).
     let _rogue = Rogue::start_on(port).await;

@@ -16,23 +16,9 @@ struct World {
 }
 
 fn template(idp1: u16, idp2: u16, upstream: std::net::SocketAddr) -> String {
+    let head = localhost_preamble("sqlite://{dir}/portcullis.db");
     format!(
-        r#"server:
-  listen: "127.0.0.1:{{http}}"
-  public_url: "http://localhost:{{http}}"
-  grace_period: 1s
-admin:
-  listen: "127.0.0.1:{{admin}}"
-  tokens: ["{ADMIN_TOKEN}"]
-store:
-  url: "sqlite://{{dir}}/portcullis.db"
-  cache_ttl: 30s
-session:
-  secret: "{SECRET}"
-log:
-  format: text
-  level: info
-identity_providers:
+        r#"{head}identity_providers:
   - id: main
     display_name: "Main IdP"
     issuer: "http://localhost:{idp1}"

@@ -8,8 +8,7 @@ mod support;
 
 use portcullis::config::StoreKind;
 use portcullis::provision::{Membership, MembershipSource};
-use portcullis::session::cookie::SessionId;
-use portcullis::store::{NewSession, NewUser, Store};
+use portcullis::store::{NewUser, Store};
 use serde_json::json;
 use sqlx::Connection;
 use support::idp::Browser;
@@ -35,22 +34,14 @@ async fn outage(db: &str, on: bool) {
     }
 }
 
-async fn session_for(store: &Store, user: &str) -> String {
-    let id = SessionId::generate();
-    store
-        .create_session(&NewSession {
-            id_hash: id.hash(),
-            user_id: user.to_string(),
-            idp: "rogue".into(),
-            subject: "s".into(),
-            sid: None,
-            id_token: None,
-            claims: json!({}),
-            expires_at: portcullis::store::now() + 3600,
-        })
-        .await
-        .unwrap();
-    format!("Cookie: _portcullis={}", id.encode())
+/// A login through the rogue IdP, up to the gateway's answer to the callback.
+async fn login_through_rogue(port: u16) -> support::idp::Page {
+    let b = Browser::new();
+    let start = b
+        .get(&format!("http://localhost:{port}/_portcullis/login?rd=%2F"))
+        .await;
+    let at_idp = b.get(&start.location().unwrap()).await;
+    b.get(&at_idp.location().unwrap()).await
 }
 
 #[tokio::test]
@@ -63,20 +54,9 @@ async fn a_store_outage_degrades_and_recovers() {
         .to_string();
     let rogue = Rogue::start().await;
     let upstream = start_echo("app").await;
+    let head = localhost_preamble(&url).replace("cache_ttl: 30s", "cache_ttl: 5m");
     let template = format!(
-        r#"server:
-  listen: "127.0.0.1:{{http}}"
-  public_url: "http://localhost:{{http}}"
-  grace_period: 1s
-admin:
-  listen: "127.0.0.1:{{admin}}"
-  tokens: ["{ADMIN_TOKEN}"]
-store:
-  url: "{url}"
-  cache_ttl: 5m
-session:
-  secret: "{SECRET}"
-identity_providers:
+        r#"{head}identity_providers:
   - id: rogue
     issuer: "{issuer}"
     client_id: {CLIENT_ID}
@@ -114,8 +94,8 @@ routes:
         )
         .await
         .unwrap();
-    let cached = session_for(&store, &user.id).await;
-    let uncached = session_for(&store, &user.id).await;
+    let (cached, _) = session_cookie(&store, &user.id, "rogue", "s", json!({}), 3600).await;
+    let (uncached, _) = session_cookie(&store, &user.id, "rogue", "s", json!({}), 3600).await;
     drop(store);
     assert_eq!(get(gw.http, "localhost", "/", &[&cached]).await.status, 200);
     let admin = |path: &str| format!("http://{}{path}", gw.admin);
@@ -144,15 +124,7 @@ routes:
     // A new login: 503 page, no session.
     rogue.spoil(Spoil::Nothing);
     rogue.set_claims(json!({"sub": "newcomer", "groups": ["home-lab"]}));
-    let b = Browser::new();
-    let start = b
-        .get(&format!(
-            "http://localhost:{}/_portcullis/login?rd=%2F",
-            gw.http.port()
-        ))
-        .await;
-    let at_idp = b.get(&start.location().unwrap()).await;
-    let done = b.get(&at_idp.location().unwrap()).await;
+    let done = login_through_rogue(gw.http.port()).await;
     assert_eq!(done.status, 503, "{}", done.body);
     assert!(
         done.set_cookies()
@@ -182,15 +154,7 @@ routes:
             .unwrap()
             .is_none()
     );
-    let b = Browser::new();
-    let start = b
-        .get(&format!(
-            "http://localhost:{}/_portcullis/login?rd=%2F",
-            gw.http.port()
-        ))
-        .await;
-    let at_idp = b.get(&start.location().unwrap()).await;
-    let done = b.get(&at_idp.location().unwrap()).await;
+    let done = login_through_rogue(gw.http.port()).await;
     assert_eq!(done.status, 302, "{}", done.body);
     assert_eq!(store.count_users().await.unwrap(), 2);
 }

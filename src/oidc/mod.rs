@@ -209,7 +209,7 @@ impl Oidc {
         let (http, id) = (self.http.clone(), idp.id.clone());
         let keys = self
             .background
-            .run(async move { fetch_json(&http, &id, &uri).await })
+            .run(async move { fetch_json(&http, &id, &uri, None).await })
             .await
             .ok()?;
         match keys {
@@ -343,19 +343,7 @@ impl Oidc {
             idp.id.clone(),
         );
         self.background
-            .run(async move {
-                let resp = http
-                    .get(&url)
-                    .bearer_auth(token)
-                    .header("accept", "application/json")
-                    .send()
-                    .await
-                    .map_err(|e| OidcError::Unreachable {
-                        idp: id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                read_json(resp, &id).await
-            })
+            .run(async move { fetch_json(&http, &id, &url, Some(&token)).await })
             .await
             .map_err(|e| protocol(idp, e.to_string()))?
     }
@@ -437,16 +425,21 @@ async fn read_json(resp: reqwest::Response, idp: &str) -> Result<Value, OidcErro
     serde_json::from_slice(&bytes).map_err(|e| fail(format!("not JSON: {e}")))
 }
 
-async fn fetch_json(http: &reqwest::Client, idp: &str, url: &str) -> Result<Value, OidcError> {
-    let resp = http
-        .get(url)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .map_err(|e| OidcError::Unreachable {
-            idp: idp.to_string(),
-            reason: e.to_string(),
-        })?;
+/// GETs a JSON document from the IdP, with a bearer token when given.
+async fn fetch_json(
+    http: &reqwest::Client,
+    idp: &str,
+    url: &str,
+    bearer: Option<&str>,
+) -> Result<Value, OidcError> {
+    let mut req = http.get(url).header("accept", "application/json");
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| OidcError::Unreachable {
+        idp: idp.to_string(),
+        reason: e.to_string(),
+    })?;
     read_json(resp, idp).await
 }
 
@@ -457,7 +450,7 @@ async fn discover(http: &reqwest::Client, idp: &IdentityProvider) -> Result<Disc
         "{}/.well-known/openid-configuration",
         idp.issuer.trim_end_matches('/')
     );
-    let doc = fetch_json(http, &idp.id, &url).await?;
+    let doc = fetch_json(http, &idp.id, &url, None).await?;
     let metadata: CoreProviderMetadata = serde_json::from_value(doc.clone())
         .map_err(|e| protocol(idp, format!("discovery document: {e}")))?;
     if metadata.issuer().as_str().trim_end_matches('/') != idp.issuer.trim_end_matches('/') {
@@ -470,7 +463,7 @@ async fn discover(http: &reqwest::Client, idp: &IdentityProvider) -> Result<Disc
             ),
         ));
     }
-    let jwks = fetch_json(http, &idp.id, metadata.jwks_uri().url().as_str()).await?;
+    let jwks = fetch_json(http, &idp.id, metadata.jwks_uri().url().as_str(), None).await?;
     let keys = Keys::parse(&jwks);
     if keys.is_empty() {
         return Err(protocol(idp, "the JWKS has no usable signing key"));

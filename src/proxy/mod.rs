@@ -222,13 +222,7 @@ impl Gateway {
             }
             Authn::StoreUnavailable => {
                 self.count_outcome("store_unavailable");
-                let reply = Reply::new(
-                    503,
-                    "store_unavailable",
-                    "Temporarily unavailable",
-                    "Sessions cannot be checked right now. Try again in a moment.",
-                )
-                .with_header("retry-after", "5");
+                let reply = Reply::store_unavailable("Sessions cannot be checked right now.");
                 respond::send(session, &reply).await?;
                 Ok(true)
             }
@@ -414,12 +408,9 @@ impl Gateway {
                     Reply::new(403, denied.code(), "Access denied", denied.message())
                 }
             },
-            Authn::StoreUnavailable => Reply::new(
-                503,
-                "store_unavailable",
-                "Temporarily unavailable",
-                "Sessions cannot be checked right now.",
-            ),
+            Authn::StoreUnavailable => {
+                Reply::store_unavailable("Sessions cannot be checked right now.")
+            }
             Authn::MalformedCookie => bad_request("The session cookie is malformed."),
             Authn::Anonymous | Authn::BadBearer => {
                 self.count_outcome("unauthenticated");

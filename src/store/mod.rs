@@ -278,25 +278,18 @@ impl Store {
         let user_id = match (user_id, &plan.outcome) {
             // Refused and new: nothing is created.
             (None, Outcome::Allowed) => {
-                let id = new_id("u_");
-                sqlx::query(
-                    "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+                let id = insert_user(
+                    &mut tx,
+                    &NewUser {
+                        idp: identity.idp.clone(),
+                        subject: Some(identity.subject.clone()),
+                        email: identity.email.clone(),
+                        name: identity.name.clone(),
+                        memberships: vec![],
+                    },
+                    verified_email.as_deref(),
+                    at,
                 )
-                .bind(&id)
-                .bind(&identity.email)
-                .bind(&identity.name)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&id)
-                .bind(&identity.idp)
-                .bind(&identity.subject)
-                .bind(&verified_email)
-                .bind(at)
-                .execute(&mut *tx)
                 .await?;
                 audit.push(AuditEvent::new(
                     at,
@@ -424,26 +417,7 @@ impl Store {
             )));
         }
         let at = now();
-        let id = new_id("u_");
-        sqlx::query(
-            "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
-        )
-        .bind(&id)
-        .bind(&u.email)
-        .bind(&u.name)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&id)
-        .bind(&u.idp)
-        .bind(&u.subject)
-        .bind(&email)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        let id = insert_user(&mut tx, u, email.as_deref(), at).await?;
         let mut audit = vec![AuditEvent::new(
             at,
             actor,
@@ -1067,6 +1041,37 @@ impl Store {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// A new user row and its identity at `u.idp`; `match_email` is the
+/// lower-case email a later first login may be matched by. Returns the id.
+async fn insert_user(
+    conn: &mut sqlx::AnyConnection,
+    u: &NewUser,
+    match_email: Option<&str>,
+    at: i64,
+) -> Result<String, StoreError> {
+    let id = new_id("u_");
+    sqlx::query(
+        "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(&id)
+    .bind(&u.email)
+    .bind(&u.name)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(&u.idp)
+    .bind(&u.subject)
+    .bind(match_email)
+    .bind(at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
 }
 
 async fn memberships_of(

@@ -322,3 +322,53 @@ pub async fn fresh_postgres_database() -> String {
     url.set_path(&name);
     url.to_string()
 }
+
+/// A session for `user`, written into `store` as a login would write it:
+/// the `Cookie:` header line that carries it, and its hashed id.
+pub async fn session_cookie(
+    store: &portcullis::store::Store,
+    user: &str,
+    idp: &str,
+    subject: &str,
+    claims: serde_json::Value,
+    expires_in: i64,
+) -> (String, String) {
+    let id = portcullis::session::cookie::SessionId::generate();
+    store
+        .create_session(&portcullis::store::NewSession {
+            id_hash: id.hash(),
+            user_id: user.to_string(),
+            idp: idp.to_string(),
+            subject: subject.to_string(),
+            sid: None,
+            id_token: None,
+            claims,
+            expires_at: portcullis::store::now() + expires_in,
+        })
+        .await
+        .unwrap();
+    (format!("Cookie: _portcullis={}", id.encode()), id.hash())
+}
+
+/// The top of a config for login tests: listeners, public_url on
+/// `localhost`, the admin token, `store_url`, the session secret.
+pub fn localhost_preamble(store_url: &str) -> String {
+    format!(
+        r#"server:
+  listen: "127.0.0.1:{{http}}"
+  public_url: "http://localhost:{{http}}"
+  grace_period: 1s
+admin:
+  listen: "127.0.0.1:{{admin}}"
+  tokens: ["{ADMIN_TOKEN}"]
+store:
+  url: "{store_url}"
+  cache_ttl: 30s
+session:
+  secret: "{SECRET}"
+log:
+  format: text
+  level: info
+"#
+    )
+}
