@@ -530,3 +530,59 @@ async fn a_policy_error_at_login_is_logged_counted_and_refused() {
     assert!(logs.contains("contains(groups, 'home-lab')"), "{logs}");
     assert_eq!(w.store().await.count_users().await.unwrap(), 0);
 }
+
+/// SPEC section 8: a login begun on one replica finishes on another (same
+/// file, same secret, same store), and the session works on both.
+#[tokio::test]
+async fn a_login_begun_on_one_replica_finishes_on_another() {
+    let w = world().await;
+    w.rogue.spoil(Spoil::Nothing);
+    let a = &w.gw;
+    let text = std::fs::read_to_string(&a.config_path).unwrap();
+    let b = Gateway::start(
+        &text
+            .replace(
+                &format!("listen: \"127.0.0.1:{}\"", a.http.port()),
+                "listen: \"127.0.0.1:{http}\"",
+            )
+            .replace(
+                &format!("listen: \"127.0.0.1:{}\"", a.admin.port()),
+                "listen: \"127.0.0.1:{admin}\"",
+            ),
+    )
+    .await;
+    let browser = Browser::new();
+    let start = browser.get(&w.url("/_portcullis/login?rd=%2Fdone")).await;
+    let state_cookie = start
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.contains("_login_"))
+        .unwrap();
+    let at_idp = browser.get(&start.location().unwrap()).await;
+    let callback = url::Url::parse(&at_idp.location().unwrap()).unwrap();
+    // The callback reaches replica B (as a load balancer might send it).
+    let target = format!("{}?{}", callback.path(), callback.query().unwrap());
+    let cookie = format!("Cookie: {}", state_cookie.split(';').next().unwrap());
+    let host = format!("localhost:{}", a.http.port());
+    let r = get(b.http, &host, &target, &[&cookie, "Accept: text/html"]).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(r.header("location").as_deref(), Some("/done"));
+    let session = r
+        .head
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .find(|c| c.starts_with("_portcullis=") && !c.starts_with("_portcullis=;"))
+        .expect("a session cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // The session is good on both replicas.
+    for gw in [a, &b] {
+        let r = get(gw.http, "localhost", "/", &[&format!("Cookie: {session}")]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}

@@ -114,6 +114,47 @@ mod tests {
         }
     }
 
+    fn config(public_url: &str, domain: Option<&str>) -> Config {
+        let domain = domain
+            .map(|d| format!("  cookie_domain: \"{d}\"\n"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "server: {{listen: \"127.0.0.1:1\", public_url: \"{public_url}\"}}\nsession:\n  secret: \"0123456789abcdef0123456789abcdef\"\n  lifetime: 2h\n{domain}"
+        );
+        Config::from_yaml(
+            &yaml,
+            std::path::Path::new("t.yaml"),
+            &crate::config::Environment::system(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn cookie_attributes_follow_the_config() {
+        let id = SessionId::generate();
+        let https = set(
+            &config("https://auth.example.com", Some(".example.com")),
+            &id,
+        );
+        assert_eq!(
+            https,
+            format!(
+                "_portcullis={}; Path=/; Max-Age=7200; HttpOnly; SameSite=Lax; Secure; Domain=.example.com",
+                id.encode()
+            )
+        );
+        let http = set(&config("http://localhost:8080", None), &id);
+        assert!(
+            !http.contains("Secure") && !http.contains("Domain"),
+            "{http}"
+        );
+        let cleared = clear(&config("https://auth.example.com", None));
+        assert_eq!(
+            cleared,
+            "_portcullis=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure"
+        );
+    }
+
     #[test]
     fn finds_the_first_well_formed_value() {
         let id = SessionId::generate().encode();
