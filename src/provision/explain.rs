@@ -12,7 +12,7 @@ fn expr_line(label: &str, t: &ExprTrace) -> String {
     };
     let result = match (&t.result, &t.error) {
         (_, Some(e)) => format!("ERROR: {e}"),
-        (Some(v), None) => v.to_string(),
+        (Some(v), None) => serde_json::to_string(&**v).unwrap_or_default(),
         (None, None) => "null".into(),
     };
     format!("    {label:<6} {} [{from}] => {result}\n", t.expression)

@@ -138,7 +138,10 @@ pub struct ExprTrace {
     pub expression: String,
     pub from: PolicySource,
     /// The value it gave, or `None` when it failed.
-    pub result: Option<Value>,
+    /// Kept as JMESPath produced it (serialized as JSON): converting every
+    /// org's result at every login would cost more than the evaluation.
+    #[serde(serialize_with = "serialize_rcvar")]
+    pub result: Option<Rcvar>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -256,8 +259,11 @@ fn search(expr: &Expr, data: &Rcvar) -> Result<Rcvar, String> {
     expr.compiled.search(data).map_err(|e| e.reason.to_string())
 }
 
-fn to_json(v: &Rcvar) -> Value {
-    serde_json::to_value(&**v).unwrap_or(Value::Null)
+fn serialize_rcvar<S: serde::Serializer>(v: &Option<Rcvar>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => serde::Serialize::serialize(&**v, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// Reads the user's identity from the claims with the IdP's expressions.
@@ -349,7 +355,7 @@ fn evaluate_policy(
         v.org_trace = Some(ExprTrace {
             expression: expr.text.clone(),
             from: *from,
-            result: result.as_ref().ok().map(to_json),
+            result: result.as_ref().ok().cloned(),
             error: result.err(),
         });
     }
@@ -391,7 +397,7 @@ fn evaluate_policy(
     v.roles_trace = Some(ExprTrace {
         expression: expr.text.clone(),
         from: *from,
-        result: result.as_ref().ok().map(to_json),
+        result: result.as_ref().ok().cloned(),
         error: result.err(),
     });
     v
