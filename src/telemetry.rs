@@ -1,24 +1,43 @@
 //! Logging: `tracing` to stderr as JSON or text, with Pingora's `log`
 //! records bridged in.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::prelude::*;
 
 use crate::config::{Log, LogFormat};
+
+/// Pingora's only error in `connectors`: a pooled upstream connection
+/// still held by its idle watcher on another thread is not reused, and a
+/// new one is opened. Nothing failed; at load it would fill the log.
+fn benign(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == "pingora_core::connectors" && *meta.level() == tracing::Level::ERROR
+}
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(log: &Log) {
     let _ = tracing_log::LogTracer::init();
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let keep = filter_fn(|meta| !benign(meta));
     let _ = match log.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter)
+                    .with_filter(keep),
+            )
             .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter)
+                    .with_filter(keep),
+            )
+            .try_init(),
     };
 }
 
