@@ -457,3 +457,32 @@ fn check_warns_about_role_names_the_org_does_not_declare() {
     assert!(!at("admin"), "{:?}", c.warnings);
     assert!(!at("Member"), "{:?}", c.warnings);
 }
+
+/// The session cookie is set on public_url's host (and cookie_domain):
+/// a protected route elsewhere would never see it, and check says so.
+#[test]
+fn routes_the_session_cookie_cannot_reach_are_warned_about() {
+    let at = |c: &Config, path: &str| c.warnings.iter().any(|w| w.path == path);
+    // auth.example.com without cookie_domain: neither route host is reached.
+    let c = load(BASE).unwrap();
+    assert!(at(&c, "routes[0].hosts[0]"), "{:?}", c.warnings);
+    assert!(at(&c, "routes[0].hosts[1]"), "{:?}", c.warnings);
+    // With cookie_domain example.com both are.
+    let shared = edit(
+        "  lifetime: 12h\n",
+        "  lifetime: 12h\n  cookie_domain: \".example.com\"\n",
+    );
+    let c = load(&shared).unwrap();
+    assert!(
+        !at(&c, "routes[0].hosts[0]") && !at(&c, "routes[0].hosts[1]"),
+        "{:?}",
+        c.warnings
+    );
+    // The public_url host itself needs nothing.
+    let same = edit(
+        "\"grafana.example.com\", \"*.apps.example.com\"",
+        "\"auth.example.com\"",
+    );
+    let c = load(&same).unwrap();
+    assert!(!at(&c, "routes[0].hosts[0]"), "{:?}", c.warnings);
+}

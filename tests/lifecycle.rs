@@ -205,6 +205,9 @@ fn check_and_hash_token_commands() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The example an operator copies is clean: no warnings.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("warning"), "{stdout}");
     // Without the environment every missing variable is named.
     let out = Command::new(bin)
         .args(["check", "--config", example])

@@ -546,6 +546,9 @@ impl Validator<'_> {
         let routes = self.routes(&raw.routes, &organizations);
         let identity_headers = self.identity_headers(&raw.identity_headers);
         let log = self.log(&raw.log);
+        if let (Some(server), Some(session)) = (&server, &session) {
+            self.cookie_reach(server, session, &routes);
+        }
         Some(Config {
             source: source.to_path_buf(),
             server: server?,
@@ -559,6 +562,38 @@ impl Validator<'_> {
             log,
             warnings: std::mem::take(&mut self.warnings),
         })
+    }
+
+    /// Warns about protected routes whose host the session cookie cannot
+    /// reach: it is set on `public_url`'s host, and on `cookie_domain`.
+    fn cookie_reach(&mut self, server: &Server, session: &Session, routes: &[Route]) {
+        let public = server
+            .public_url
+            .host_str()
+            .map(|h| h.trim_end_matches('.').to_ascii_lowercase());
+        let domain = session
+            .cookie_domain
+            .as_deref()
+            .map(|d| d.trim_start_matches('.').to_ascii_lowercase());
+        let within = |name: &str| {
+            domain
+                .as_deref()
+                .is_some_and(|d| name == d || name.ends_with(&format!(".{d}")))
+        };
+        for route in routes.iter().filter(|r| !r.public) {
+            for (j, pattern) in route.hosts.iter().enumerate() {
+                let reached = match pattern {
+                    HostPattern::Exact(h) => public.as_deref() == Some(h.as_str()) || within(h),
+                    HostPattern::Wildcard(suffix) => within(suffix.trim_start_matches('.')),
+                };
+                if !reached {
+                    self.warn(
+                        format!("routes[{}].hosts[{j}]", route.index),
+                        "the session cookie is set on public_url's host and session.cookie_domain, and neither covers this host: signed-in users will not be recognised here",
+                    );
+                }
+            }
+        }
     }
 
     fn server(&mut self, s: &file::ServerSection) -> Option<Server> {
