@@ -660,8 +660,13 @@ fn explain_command_prints_the_same_plan() {
         text.contains("organization home-lab — its own policy"),
         "{text}"
     );
+    // contractors has its own `roles` but no `org`: that field falls back.
     assert!(
-        text.contains("organization contractors — the fallback policy"),
+        text.contains("organization contractors — its own policy"),
+        "{text}"
+    );
+    assert!(
+        text.contains("contains(groups, 'contractors') [fallback] => false"),
         "{text}"
     );
     assert!(

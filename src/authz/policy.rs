@@ -64,7 +64,7 @@ pub fn authorize(
         }
     }
     if let Some(expr) = &route.allow_if {
-        let verdict = match expr.compiled.search(claims) {
+        let verdict = match expr.search(claims) {
             Ok(v) => v.as_boolean() == Some(true),
             Err(e) => {
                 tracing::warn!(route = %route.name, expression = %expr.text, error = %e.reason, "allow_if failed at run time; denied");

@@ -39,6 +39,16 @@ impl Expr {
             })
             .map_err(|e| format!("invalid JMESPath expression {text:?}: {}", e.reason))
     }
+
+    /// Evaluates against data already converted to JMESPath's form.
+    /// `Expression::search` would copy `data` whole first (without the
+    /// crate's nightly-only `specialized` feature, even an `Rcvar` goes
+    /// through serde), which made every organization's policy pay for the
+    /// full claims at each login.
+    pub fn search(&self, data: &jmespath::Rcvar) -> jmespath::SearchResult {
+        let mut ctx = jmespath::Context::new(&self.text, &jmespath::DEFAULT_RUNTIME);
+        jmespath::interpret(data, self.compiled.as_ast(), &mut ctx)
+    }
 }
 
 #[derive(Debug, Clone)]

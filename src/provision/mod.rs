@@ -92,7 +92,7 @@ pub struct JitRules {
 }
 
 /// JIT rules by organization id.
-pub type JitTable = BTreeMap<String, JitRules>;
+pub type JitTable = std::collections::HashMap<String, JitRules>;
 
 /// The JIT rules declared in the file.
 pub fn jit_from_config(config: &Config) -> JitTable {
@@ -256,7 +256,7 @@ fn as_string(v: &Rcvar) -> Option<String> {
 }
 
 fn search(expr: &Expr, data: &Rcvar) -> Result<Rcvar, String> {
-    expr.compiled.search(data).map_err(|e| e.reason.to_string())
+    expr.search(data).map_err(|e| e.reason.to_string())
 }
 
 fn serialize_rcvar<S: serde::Serializer>(v: &Option<Rcvar>, s: S) -> Result<S::Ok, S::Error> {
@@ -434,7 +434,7 @@ pub fn plan(
         identity,
         new_user,
         auto_provision: idp.auto_provision,
-        orgs: Vec::new(),
+        orgs: Vec::with_capacity(config.organizations.len()),
         changes: Vec::new(),
         memberships: Vec::new(),
         outcome: Outcome::Allowed,

@@ -165,7 +165,7 @@ pub fn identity_headers(
         push(&names.assertion, jwt);
     }
     for (name, expr) in &route.claim_headers {
-        let Ok(value) = expr.compiled.search(&principal.claims_data) else {
+        let Ok(value) = expr.search(&principal.claims_data) else {
             continue;
         };
         let text = if let Some(s) = value.as_string() {

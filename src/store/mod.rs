@@ -6,7 +6,6 @@
 
 mod records;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -1106,7 +1105,7 @@ async fn memberships_of(
 }
 
 async fn load_jit(conn: &mut sqlx::AnyConnection) -> Result<JitTable, StoreError> {
-    let mut table: JitTable = BTreeMap::new();
+    let mut table = JitTable::new();
     for (sql, which) in [
         ("SELECT org_id, domain FROM jit_email_domains", 0),
         ("SELECT org_id, idp FROM jit_sso_connectors", 1),
