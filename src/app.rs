@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::assertion::{KEY_NAME, Signer};
+use crate::assertion::Signer;
 use crate::oidc::Oidc;
 use crate::session::Sessions;
 use crate::store::{Store, redacted_url};
@@ -24,6 +24,7 @@ const STORE_WAIT: Duration = Duration::from_secs(30);
 pub fn open_store(config: &Config, background: &Background) -> Result<(Store, Signer), StartError> {
     let url = config.store.url.clone();
     let kind = config.store.kind.clone();
+    let secret = config.session.secret.clone();
     background.block_on(async move {
         let started = Instant::now();
         let store = loop {
@@ -36,13 +37,9 @@ pub fn open_store(config: &Config, background: &Background) -> Result<(Store, Si
                 Err(e) => return Err(StartError::Store(format!("{}: {e}", redacted_url(&url)))),
             }
         };
-        // Used only when the store has no key yet.
-        let fresh = Signer::generate().map_err(|e| StartError::Store(e.to_string()))?;
-        let key = store
-            .signing_key(KEY_NAME, || fresh)
+        let signer = crate::assertion::shared_signer(&store, &secret)
             .await
             .map_err(|e| StartError::Store(format!("signing key: {e}")))?;
-        let signer = Signer::new(&key).map_err(|e| StartError::Store(e.to_string()))?;
         tracing::info!(store = %redacted_url(&url), kid = signer.kid(), "store ready");
         Ok((store, signer))
     })

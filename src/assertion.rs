@@ -22,6 +22,52 @@ pub enum AssertionError {
     BadKey(String),
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("the signing key could not be stored or read: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The signing key every replica shares: read from the store, where it is
+/// kept sealed under `session.secret` (someone who can read the database
+/// cannot sign assertions with it), or created and stored by the first
+/// replica to start. A key that this secret cannot open (the secret was
+/// changed) is replaced, and that is logged.
+pub async fn shared_signer(
+    store: &crate::store::Store,
+    secret: &[u8],
+) -> Result<Signer, AssertionError> {
+    use crate::session::sealed::{self, Purpose};
+    let fresh = Signer::generate()?;
+    let sealed_fresh = StoredKey {
+        kid: fresh.kid.clone(),
+        private_key: sealed::seal(
+            secret,
+            Purpose::SigningKey,
+            &fresh.kid,
+            fresh.private_key.as_bytes(),
+        ),
+    };
+    let stored = store.signing_key(KEY_NAME, || sealed_fresh.clone()).await?;
+    let opened = sealed::open(
+        secret,
+        Purpose::SigningKey,
+        &stored.kid,
+        &stored.private_key,
+    )
+    .and_then(|pem| String::from_utf8(pem).ok());
+    match opened {
+        Some(pem) => Signer::new(&StoredKey {
+            kid: stored.kid,
+            private_key: pem,
+        }),
+        None => {
+            tracing::warn!(
+                kid = %stored.kid,
+                "the stored assertion key cannot be opened with this session.secret (was it changed?); a new key replaces it, and assertions signed before no longer verify"
+            );
+            store.replace_signing_key(KEY_NAME, &sealed_fresh).await?;
+            Signer::new(&fresh)
+        }
+    }
 }
 
 pub struct Signer {

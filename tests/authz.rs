@@ -219,6 +219,19 @@ async fn the_assertion_verifies_against_the_published_keys() {
     }
     assert!(jsonwebtoken::decode::<Value>(&parts.join("."), &key, &v).is_err());
 
+    // The key in the store is sealed: reading the database is not enough
+    // to sign assertions.
+    let stored = w
+        .store
+        .signing_key(
+            portcullis::assertion::KEY_NAME,
+            || -> portcullis::store::StoredKey { panic!("the gateway stored its key at start") },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored.kid, kid);
+    assert!(!stored.private_key.contains("PRIVATE KEY"));
+
     // Reused while valid, not signed per request.
     let again = w.get("app.test", "/", &[&cookie]).await;
     assert_eq!(upstream_headers(&again)["x-auth-assertion"], json!(jwt));
@@ -429,4 +442,32 @@ async fn forward_auth_refuses_untrusted_peers() {
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["code"], "untrusted_proxy");
     assert!(r.header("x-auth-user-id").is_none());
+}
+
+/// A changed session.secret cannot open the stored key: a new one replaces
+/// it, published under a new kid, and the operator is told.
+#[tokio::test]
+async fn a_new_secret_replaces_the_signing_key() {
+    let mut w = world().await;
+    let kid = |body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["keys"][0]["kid"].as_str().unwrap().to_string()
+    };
+    let before = kid(&w.get("app.test", "/_portcullis/jwks.json", &[]).await.body);
+    w.gw.restart().await;
+    let same = kid(&w.get("app.test", "/_portcullis/jwks.json", &[]).await.body);
+    assert_eq!(before, same, "a restart keeps the key");
+    let text = std::fs::read_to_string(&w.gw.config_path).unwrap();
+    std::fs::write(
+        &w.gw.config_path,
+        text.replace(SECRET, "another-secret-0123456789abcdef-xyz"),
+    )
+    .unwrap();
+    w.gw.restart().await;
+    let after = kid(&w.get("app.test", "/_portcullis/jwks.json", &[]).await.body);
+    assert_ne!(before, after);
+    assert!(
+        w.gw.logs()
+            .contains("cannot be opened with this session.secret")
+    );
 }

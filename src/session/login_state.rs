@@ -5,11 +5,9 @@
 //! else can read or forge it. Each login gets a cookie of its own, named
 //! after its `state`, so logins in several tabs do not overwrite each other.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+
+use super::sealed::{self, Purpose};
 
 use crate::config::Config;
 
@@ -28,14 +26,6 @@ pub struct LoginState {
     pub iat: i64,
 }
 
-fn cipher(secret: &[u8]) -> Aes256Gcm {
-    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"portcullis"), secret);
-    let mut key = [0u8; 32];
-    // 32 bytes is always a valid HKDF-SHA256 output length.
-    let _ = hk.expand(b"login-state cookie v1", &mut key);
-    Aes256Gcm::new(&key.into())
-}
-
 /// The cookie name for the login with this `state`.
 pub fn cookie_name(config: &Config, state: &str) -> String {
     format!(
@@ -48,20 +38,8 @@ pub fn cookie_name(config: &Config, state: &str) -> String {
 /// Seals `s`; the cookie's name is bound in as associated data, so a
 /// sealed value cannot be moved to another login's cookie.
 pub fn seal(secret: &[u8], name: &str, s: &LoginState) -> String {
-    let nonce: [u8; 12] = rand::random();
     let plain = serde_json::to_vec(s).unwrap_or_default();
-    let sealed = cipher(secret)
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: &plain,
-                aad: name.as_bytes(),
-            },
-        )
-        .unwrap_or_default();
-    let mut out = nonce.to_vec();
-    out.extend(sealed);
-    URL_SAFE_NO_PAD.encode(out)
+    sealed::seal(secret, Purpose::LoginState, name, &plain)
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -73,23 +51,8 @@ pub enum OpenError {
 }
 
 pub fn open(secret: &[u8], name: &str, value: &str, now: i64) -> Result<LoginState, OpenError> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|_| OpenError::Tampered)?;
-    if raw.len() < 12 + 16 {
-        return Err(OpenError::Tampered);
-    }
-    let (nonce, sealed) = raw.split_at(12);
-    let nonce: [u8; 12] = nonce.try_into().map_err(|_| OpenError::Tampered)?;
-    let plain = cipher(secret)
-        .decrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: sealed,
-                aad: name.as_bytes(),
-            },
-        )
-        .map_err(|_| OpenError::Tampered)?;
+    let plain =
+        sealed::open(secret, Purpose::LoginState, name, value).ok_or(OpenError::Tampered)?;
     let state: LoginState = serde_json::from_slice(&plain).map_err(|_| OpenError::Tampered)?;
     if now - state.iat > LIFETIME_SECS || state.iat - now > 60 {
         return Err(OpenError::Expired);
@@ -120,6 +83,8 @@ fn cookie_line(config: &Config, name: &str, value: &str, max_age: i64) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn sample(iat: i64) -> LoginState {
         LoginState {

@@ -5,6 +5,7 @@
 
 pub mod cookie;
 pub mod login_state;
+pub mod sealed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

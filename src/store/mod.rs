@@ -646,6 +646,21 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("signing key {name:?} vanished")))
     }
 
+    /// Replaces the key stored under `name`.
+    pub async fn replace_signing_key(&self, name: &str, key: &StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (name, kid, private_key, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET kid = excluded.kid, private_key = excluded.private_key, created_at = excluded.created_at",
+        )
+        .bind(name)
+        .bind(&key.kid)
+        .bind(&key.private_key)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn read_key(&self, name: &str) -> Result<Option<StoredKey>, StoreError> {
         let row = sqlx::query("SELECT kid, private_key FROM signing_keys WHERE name = $1")
             .bind(name)
