@@ -304,6 +304,14 @@ async fn hostile_and_dead_cookies_never_pass() {
     let (expired, _) = w.session(claims(), -1).await;
     let r = w.get("app.test", "/", &[&expired]).await;
     assert_eq!(r.status, 401);
+    // Idle for longer than session.idle_timeout (1h by default).
+    let (idle, hash) = w.session(claims(), 3600).await;
+    w.store
+        .touch_session(&hash, portcullis::store::now() - 2 * 3600)
+        .await
+        .unwrap();
+    let r = w.get("app.test", "/", &[&idle]).await;
+    assert_eq!(r.status, 401);
     // A browser is sent to the login instead.
     let r = w
         .get("app.test", "/x?y=1", &[&expired, "Accept: text/html"])
