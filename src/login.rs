@@ -566,6 +566,13 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
         };
         match shared.oidc.verify(&idp, &token, &expect).await {
             Ok(claims) => {
+                if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
+                    let key = format!("{iss}\n{jti}");
+                    if shared.sessions.logout_jtis.contains_key(&key) {
+                        return bad("this logout token was used already".into());
+                    }
+                    shared.sessions.logout_jtis.insert(key, ());
+                }
                 let sub = claims
                     .get("sub")
                     .and_then(Value::as_str)

@@ -443,9 +443,11 @@ async fn backchannel_logout_tokens_are_verified() {
         );
     }
     assert_eq!(post("garbage".into()).await, 400);
-    // The genuine token ends the session with that sid.
-    assert_eq!(post(w.rogue.sign(&base(json!({})))).await, 200);
+    // The genuine token ends the session with that sid, once.
+    let genuine = w.rogue.sign(&base(json!({})));
+    assert_eq!(post(genuine.clone()).await, 200);
     assert!(store.session(&id.hash()).await.unwrap().is_none());
+    assert_eq!(post(genuine).await, 400, "a replayed logout token");
 }
 
 #[tokio::test]

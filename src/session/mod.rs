@@ -210,6 +210,9 @@ pub struct Sessions {
     cache: moka::future::Cache<String, Option<Arc<Principal>>>,
     /// Verified bearer tokens by SHA-256, for the same bounded time.
     pub bearer: moka::future::Cache<String, Arc<Principal>>,
+    /// `iss` + `jti` of back-channel logout tokens already used; a token
+    /// is accepted once (older ones are refused by age anyway).
+    pub logout_jtis: moka::sync::Cache<String, ()>,
     store: Store,
     background: Background,
 }
@@ -221,6 +224,10 @@ impl Sessions {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .support_invalidation_closures()
+                .build(),
+            logout_jtis: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(600))
                 .build(),
             bearer: moka::future::Cache::builder()
                 .max_capacity(100_000)
