@@ -1031,6 +1031,15 @@ impl Store {
 
     // ---- audit ----------------------------------------------------------
 
+    /// Writes one audit event on its own (changes made elsewhere, such as
+    /// a config reload through the API) and emits it.
+    pub async fn record(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        event.insert(&mut conn).await?;
+        event.emit();
+        Ok(())
+    }
+
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, actor, action, user_id, org_id, before, after FROM audit_events \
