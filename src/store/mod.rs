@@ -684,13 +684,8 @@ impl Store {
 
     /// The API-added entries of one JIT list of `org`, sorted.
     pub async fn jit_list(&self, org: &str, list: JitList) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(list.select())
-            .bind(org)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        jit_entries(&mut conn, org, list).await
     }
 
     /// Adds entries (present ones are kept as they are); returns those
@@ -743,13 +738,7 @@ impl Store {
         actor: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let before: Vec<String> = sqlx::query(list.select())
-            .bind(org)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
+        let before = jit_entries(&mut tx, org, list).await?;
         sqlx::query(list.delete_all())
             .bind(org)
             .execute(&mut *tx)
@@ -761,13 +750,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let after: Vec<String> = sqlx::query(list.select())
-            .bind(org)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<_, _>>()?;
+        let after = jit_entries(&mut tx, org, list).await?;
         let event = AuditEvent::new(
             now(),
             actor,
@@ -1126,6 +1109,21 @@ async fn memberships_of(
         }
     }
     Ok(out)
+}
+
+async fn jit_entries(
+    conn: &mut sqlx::AnyConnection,
+    org: &str,
+    list: JitList,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(list.select())
+        .bind(org)
+        .fetch_all(&mut *conn)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?)
 }
 
 async fn load_jit(conn: &mut sqlx::AnyConnection) -> Result<JitTable, StoreError> {
