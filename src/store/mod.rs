@@ -587,27 +587,20 @@ impl Store {
         subject: Option<&str>,
         sid: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // One statement: exactly the sessions deleted are returned, so the
+        // caller drops exactly those from its cache.
         let rows = sqlx::query(
-            "SELECT id_hash FROM sessions WHERE idp = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR sid = $3)",
+            "DELETE FROM sessions WHERE idp = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR sid = $3) RETURNING id_hash",
         )
         .bind(idp)
         .bind(subject)
         .bind(sid)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        let hashes = rows
+        Ok(rows
             .iter()
             .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        for h in &hashes {
-            sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-                .bind(h)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(hashes)
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     pub async fn delete_expired_sessions(&self, at: i64, idle: i64) -> Result<u64, StoreError> {
@@ -986,17 +979,14 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin().await?;
-        let hashes: Vec<String> = sqlx::query("SELECT id_hash FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect::<Result<_, _>>()?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
+        let hashes: Vec<String> =
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING id_hash")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()?;
         let event = AuditEvent::new(
             now(),
             actor,
