@@ -11,6 +11,7 @@ use crate::accounts::provision_login;
 use crate::authz::safe_redirect;
 use crate::config::{Config, IdentityProvider};
 use crate::metrics::LoginLabels;
+use crate::oidc::verify::unverified_field;
 use crate::oidc::{Expect, OidcError, TokenKind};
 use crate::page::Reply;
 use crate::provision::Outcome;
@@ -63,14 +64,6 @@ pub fn public_base(config: &Config) -> &str {
     config.server.public_url.as_str().trim_end_matches('/')
 }
 
-fn public_host(config: &Config) -> Option<String> {
-    config
-        .server
-        .public_url
-        .host_str()
-        .and_then(crate::authz::normalize_host)
-}
-
 pub fn redirect_uri(config: &Config) -> String {
     format!("{}/_portcullis/callback", public_base(config))
 }
@@ -106,7 +99,7 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     let config = &runtime.config;
     let rd_param = query_param(req.query, "rd");
     let mut rd = safe_redirect(rd_param.as_deref(), &runtime.routes);
-    let on_public_host = public_host(config).as_deref() == Some(req.host);
+    let on_public_host = runtime.public_host.as_deref() == Some(req.host);
     if rd.starts_with('/') && !on_public_host {
         // A path is relative to the host the login began on.
         let scheme = if req.tls { "https" } else { "http" };
@@ -348,23 +341,17 @@ async fn finish_login(
         }
         merge_claims(&mut claims, info);
     }
-    let config_arc = runtime.config.clone();
-    let (idp2, claims2) = (idp.clone(), claims.clone());
-    let metrics = &shared.metrics;
-    let applied = {
-        let store = shared.store().clone();
-        shared
-            .sessions
-            .background()
-            .run(async move { provision_login(&store, &config_arc, &idp2, &claims2).await })
-            .await
-    };
+    let (config_arc, idp2, claims2) = (runtime.config.clone(), idp.clone(), claims.clone());
+    let applied = shared
+        .sessions
+        .with_store(move |s| async move { provision_login(&s, &config_arc, &idp2, &claims2).await })
+        .await;
     let applied = match applied {
-        Ok(Ok(a)) => a,
-        Ok(Err(crate::store::StoreError::Provision(e))) => {
+        Ok(a) => a,
+        Err(crate::store::StoreError::Provision(e)) => {
             return Err(refused("bad_claims", "bad_claims", e.to_string()));
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(target: "portcullis::login", idp = %idp.id, error = %e, "provisioning failed");
             return Err((
                 "store_unavailable",
@@ -373,20 +360,8 @@ async fn finish_login(
                 )),
             ));
         }
-        Err(e) => {
-            tracing::error!(error = %e, "provisioning task failed");
-            return Err((
-                "error",
-                Answer::Reply(Reply::new(
-                    500,
-                    "internal",
-                    "Sign-in failed",
-                    "Internal error.",
-                )),
-            ));
-        }
     };
-    crate::accounts::count(metrics, idp, &applied.plan);
+    crate::accounts::count(&shared.metrics, idp, &applied.plan);
     let user_id = match (&applied.plan.outcome, applied.user_id) {
         (Outcome::Allowed, Some(id)) => id,
         (Outcome::UnknownUser, _) => {
@@ -545,17 +520,11 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
         return bad("no logout_token".into());
     };
     // Which IdP: the unverified `iss` only picks the keys to verify with.
-    let Some(iss) = unverified_claim(&token, "iss") else {
+    let Some(iss) = unverified_field(&token, 1, "iss") else {
         return bad("the logout token has no issuer".into());
     };
-    let candidates: Vec<_> = config
-        .identity_providers
-        .iter()
-        .filter(|i| i.issuer.trim_end_matches('/') == iss.trim_end_matches('/'))
-        .cloned()
-        .collect();
     let mut last = None;
-    for idp in candidates {
+    for idp in idps_with_issuer(config, &iss) {
         let audiences = [idp.client_id.clone()];
         let expect = Expect {
             issuer: &iss,
@@ -564,7 +533,7 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
             kind: TokenKind::LogoutToken,
             now: crate::store::now(),
         };
-        match shared.oidc.verify(&idp, &token, &expect).await {
+        match shared.oidc.verify(idp, &token, &expect).await {
             Ok(claims) => {
                 if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
                     let key = format!("{iss}\n{jti}");
@@ -607,16 +576,16 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
     bad(last.unwrap_or_else(|| "no identity provider has this issuer".into()))
 }
 
-/// A claim read without verification, only to pick the IdP whose keys
-/// then verify the token.
-pub fn unverified_claim(token: &str, name: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get(name).and_then(Value::as_str).map(str::to_string)
+/// The IdPs a token's (unverified) `iss` names: only their keys may then
+/// verify it.
+fn idps_with_issuer<'a>(
+    config: &'a Config,
+    iss: &'a str,
+) -> impl Iterator<Item = &'a Arc<IdentityProvider>> + 'a {
+    config
+        .identity_providers
+        .iter()
+        .filter(move |i| i.issuer.trim_end_matches('/') == iss.trim_end_matches('/'))
 }
 
 /// Why a bearer token did not authenticate.
@@ -646,14 +615,10 @@ pub async fn bearer(
     }
     shared.metrics.session_cache_misses.inc();
     let config = &runtime.config;
-    let iss = unverified_claim(token, "iss")
+    let iss = unverified_field(token, 1, "iss")
         .ok_or_else(|| BearerError::Rejected("not a JWT with an issuer".into()))?;
     let mut last = String::from("no identity provider has this issuer");
-    for idp in config
-        .identity_providers
-        .iter()
-        .filter(|i| i.issuer.trim_end_matches('/') == iss.trim_end_matches('/'))
-    {
+    for idp in idps_with_issuer(config, &iss) {
         let mut audiences = vec![idp.client_id.clone()];
         audiences.extend(idp.bearer_audiences.iter().cloned());
         let expect = Expect {

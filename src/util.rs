@@ -50,13 +50,6 @@ impl Background {
         Ok(Background { handle })
     }
 
-    /// The current runtime, for tests and tools that already run in one.
-    pub fn current() -> Background {
-        Background {
-            handle: tokio::runtime::Handle::current(),
-        }
-    }
-
     pub async fn run<T, F>(&self, task: F) -> Result<T, tokio::task::JoinError>
     where
         F: std::future::Future<Output = T> + Send + 'static,

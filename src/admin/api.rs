@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -122,18 +122,28 @@ fn paging(p: &Paging) -> ApiResult<Option<(usize, usize)>> {
     Ok(Some(((page - 1).saturating_mul(size), size)))
 }
 
+/// `(offset, limit)` for a store query: the page asked for, or everything.
+fn store_bounds(page: Option<(usize, usize)>) -> (i64, i64) {
+    page.map(|(o, l)| (o as i64, l as i64))
+        .unwrap_or((0, i64::MAX))
+}
+
+/// A page the store already cut, with `Total-Number` when paginated.
+fn paged<T: Serialize>(items: Vec<T>, page: Option<(usize, usize)>, total: i64) -> Response {
+    let mut resp = Json(items).into_response();
+    if page.is_some() {
+        resp.headers_mut()
+            .insert("total-number", HeaderValue::from(total));
+    }
+    resp
+}
+
 /// A list answer, cut to a page when asked, with `Total-Number`.
 fn listed<T: Serialize>(items: Vec<T>, page: Option<(usize, usize)>) -> Response {
-    match page {
-        None => Json(items).into_response(),
-        Some((offset, limit)) => {
-            let total = items.len();
-            let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
-            let mut headers = HeaderMap::new();
-            headers.insert("total-number", HeaderValue::from(total));
-            (headers, Json(items)).into_response()
-        }
-    }
+    let total = items.len() as i64;
+    let (offset, limit) = page.unwrap_or((0, usize::MAX));
+    let items: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
+    paged(items, page, total)
 }
 
 fn organization(config: &Config, id: &str) -> ApiResult<Arc<Organization>> {
@@ -695,9 +705,7 @@ async fn load_user(shared: &Shared, id: &str) -> ApiResult<User> {
     responses((status = 200, body = [UserOut]), (status = 400, body = ErrorBody)))]
 async fn list_users(State(shared): AppState, Query(p): Query<Paging>) -> ApiResult<Response> {
     let page = paging(&p)?;
-    let (offset, limit) = page
-        .map(|(o, l)| (o as i64, l as i64))
-        .unwrap_or((0, i64::MAX));
+    let (offset, limit) = store_bounds(page);
     let (users, total) = shared
         .sessions
         .with_store(
@@ -705,12 +713,7 @@ async fn list_users(State(shared): AppState, Query(p): Query<Paging>) -> ApiResu
         )
         .await?;
     let items: Vec<UserOut> = users.into_iter().map(user_out).collect();
-    let mut resp = Json(items).into_response();
-    if page.is_some() {
-        resp.headers_mut()
-            .insert("total-number", HeaderValue::from(total));
-    }
-    Ok(resp)
+    Ok(paged(items, page, total))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -1014,9 +1017,7 @@ async fn audit_events(State(shared): AppState, Query(q): Query<AuditQuery>) -> A
         page: q.page.clone(),
         page_size: q.page_size.clone(),
     })?;
-    let (offset, limit) = page
-        .map(|(o, l)| (o as i64, l as i64))
-        .unwrap_or((0, i64::MAX));
+    let (offset, limit) = store_bounds(page);
     let filter = AuditFilter {
         user_id: q.user_id,
         org_id: q.organization_id,
@@ -1032,12 +1033,7 @@ async fn audit_events(State(shared): AppState, Query(q): Query<AuditQuery>) -> A
             ))
         })
         .await?;
-    let mut resp = Json(events).into_response();
-    if page.is_some() {
-        resp.headers_mut()
-            .insert("total-number", HeaderValue::from(total));
-    }
-    Ok(resp)
+    Ok(paged(events, page, total))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -145,9 +145,9 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Value, Ve
     let header = jsonwebtoken::decode_header(token).map_err(|e| {
         // `alg: none` and unknown algorithms fail here.
         match e.kind() {
-            jsonwebtoken::errors::ErrorKind::Json(_) => {
-                VerifyError::Algorithm(raw_alg(token).unwrap_or_else(|| "unknown".to_string()))
-            }
+            jsonwebtoken::errors::ErrorKind::Json(_) => VerifyError::Algorithm(
+                unverified_field(token, 0, "alg").unwrap_or_else(|| "unknown".to_string()),
+            ),
             _ => VerifyError::Malformed,
         }
     })?;
@@ -258,12 +258,15 @@ fn check_azp(claims: &Value, expect: &Expect<'_>) -> Result<(), VerifyError> {
     }
 }
 
-fn raw_alg(token: &str) -> Option<String> {
+/// A string field of a JWT's header (`part` 0) or payload (`part` 1),
+/// read without verification: only to choose how to verify, or to name
+/// what was refused.
+pub fn unverified_field(token: &str, part: usize, name: &str) -> Option<String> {
     use base64::Engine;
-    let head = token.split('.').next()?;
+    let segment = token.split('.').nth(part)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(head.trim_end_matches('='))
+        .decode(segment.trim_end_matches('='))
         .ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("alg").and_then(Value::as_str).map(str::to_string)
+    v.get(name).and_then(Value::as_str).map(str::to_string)
 }

@@ -127,6 +127,26 @@ impl Gateway {
             .inc();
     }
 
+    /// The signed assertion for `p` at `host` on `route`; a signing failure
+    /// is logged and the headers go without it.
+    fn assertion(
+        &self,
+        config: &crate::config::Config,
+        p: &Principal,
+        host: &str,
+        route: &Route,
+    ) -> Option<Arc<str>> {
+        p.assertion(
+            &self.shared.signer,
+            login::public_base(config),
+            host,
+            route.org.as_deref(),
+            crate::store::now(),
+        )
+        .map_err(|e| tracing::error!(error = %e, "assertion not signed; sent without it"))
+        .ok()
+    }
+
     /// The session named by the request's cookie, if it is live; on a
     /// route that accepts them, a bearer token instead.
     async fn authenticate(
@@ -383,17 +403,7 @@ impl Gateway {
             Authn::Principal(p) => match p.verdict(runtime.generation, &route) {
                 Ok(()) => {
                     self.count_outcome("allowed");
-                    let issuer = config.server.public_url.as_str().trim_end_matches('/');
-                    let jwt = p
-                        .assertion(
-                            &self.shared.signer,
-                            issuer,
-                            &host,
-                            route.org.as_deref(),
-                            crate::store::now(),
-                        )
-                        .map_err(|e| tracing::error!(error = %e, "assertion not signed"))
-                        .ok();
+                    let jwt = self.assertion(config, &p, &host, &route);
                     let values = headers::identity_headers(
                         &config.identity_headers,
                         &route,
@@ -651,21 +661,7 @@ impl ProxyHttp for Gateway {
             headers::strip_cookie(upstream, &config.session.cookie_name);
         }
         if let (Some(route), Some(p)) = (&ctx.route, &ctx.principal) {
-            let issuer = config.server.public_url.as_str().trim_end_matches('/');
-            let now = crate::store::now();
-            let assertion = match p.assertion(
-                &self.shared.signer,
-                issuer,
-                &ctx.host,
-                route.org.as_deref(),
-                now,
-            ) {
-                Ok(jwt) => Some(jwt),
-                Err(e) => {
-                    tracing::error!(error = %e, "assertion not signed; sent without it");
-                    None
-                }
-            };
+            let assertion = self.assertion(config, p, &ctx.host, route);
             headers::set_identity(
                 upstream,
                 &config.identity_headers,

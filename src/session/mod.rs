@@ -32,9 +32,6 @@ pub struct Principal {
     pub subject: String,
     pub email: Option<String>,
     pub name: Option<String>,
-    /// The IdP's session id, for back-channel logout.
-    pub sid: Option<String>,
-    pub id_token: Option<String>,
     pub claims: Value,
     pub claims_data: Rcvar,
     /// Roles by organization id, sorted.
@@ -80,8 +77,6 @@ impl Principal {
             subject: r.subject,
             email: r.email,
             name: r.name,
-            sid: r.sid,
-            id_token: r.id_token,
             claims: r.claims,
             claims_data,
             roles,
@@ -111,8 +106,6 @@ impl Principal {
             subject: subject.to_string(),
             email: user.email,
             name: user.name,
-            sid: None,
-            id_token: None,
             claims,
             claims_data,
             roles: user
