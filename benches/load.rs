@@ -223,6 +223,7 @@ log:
                 user_id: user.id,
                 idp: "idp".into(),
                 subject: "load".into(),
+                idp_sub: Some("load".into()),
                 sid: None,
                 id_token: None,
                 claims: serde_json::json!({"sub": "load"}),

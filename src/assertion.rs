@@ -88,11 +88,17 @@ pub struct AssertionClaims<'a> {
     pub iss: &'a str,
     pub aud: &'a str,
     pub sub: &'a str,
+    /// Only an address the IdP verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<&'a str>,
+    pub email_verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
     pub idp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org: Option<&'a str>,
     pub roles: &'a [String],

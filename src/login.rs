@@ -46,7 +46,8 @@ pub struct RequestParts<'a> {
     pub authority: &'a str,
     pub tls: bool,
     pub query: Option<&'a str>,
-    pub cookie_header: Option<&'a str>,
+    /// Every `Cookie` header, as bytes.
+    pub cookie_header: Option<&'a [u8]>,
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
@@ -68,7 +69,7 @@ pub fn redirect_uri(config: &Config) -> String {
     format!("{}/_portcullis/callback", public_base(config))
 }
 
-fn login_link(config: &Config, rd: &str) -> String {
+pub fn login_link(config: &Config, rd: &str) -> String {
     format!(
         "{}/_portcullis/login?rd={}",
         public_base(config),
@@ -100,6 +101,9 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     let rd_param = query_param(req.query, "rd");
     let mut rd = safe_redirect(rd_param.as_deref(), &runtime.routes);
     let on_public_host = runtime.public_host.as_deref() == Some(req.host);
+    if rd.len() > login_state::MAX_RD_BYTES {
+        rd = first_page(&rd, runtime);
+    }
     if rd.starts_with('/') && !on_public_host {
         // A path is relative to the host the login began on.
         let scheme = if req.tls { "https" } else { "http" };
@@ -178,8 +182,25 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     let sealed = login_state::seal(&config.session.secret, &name, &state);
     Answer::Redirect {
         location: request.url,
-        cookies: vec![login_state::set_cookie(config, &name, &sealed)],
+        cookies: login_state::set_cookies(config, &name, &sealed),
     }
+}
+
+/// For a deep link too long to keep through a login: the first page of
+/// the route it points into (`path_prefix` on the same origin).
+fn first_page(rd: &str, runtime: &Runtime) -> String {
+    let Ok(url) = url::Url::parse(rd) else {
+        // A relative path: the route of the host the login began on is
+        // not known here, so its root.
+        return "/".into();
+    };
+    let host = url.host_str().and_then(crate::authz::normalize_host);
+    let prefix = host
+        .as_deref()
+        .and_then(|h| runtime.routes.lookup(h, url.path()))
+        .map(|r| r.path_prefix.as_str())
+        .unwrap_or("/");
+    format!("{}{prefix}", url.origin().ascii_serialization())
 }
 
 fn idp_unavailable(shared: &Shared, idp: &IdentityProvider, e: &OidcError) -> Answer {
@@ -220,16 +241,15 @@ pub async fn callback(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>
         );
     };
     let name = login_state::cookie_name(config, &state_param);
-    let sealed = req
-        .cookie_header
-        .and_then(|h| cookie::values(h, &name).next().map(str::to_string));
+    let sealed = req.cookie_header.and_then(|h| login_state::read(h, &name));
     let Some(sealed) = sealed else {
         return fail(
             "no_login_state",
             "This sign-in was not started here, or took longer than 10 minutes.".into(),
         );
     };
-    let clear_state = login_state::clear_cookie(config, &name);
+    let clear_state =
+        login_state::clear_cookies(config, &name, req.cookie_header.unwrap_or_default());
     let now = crate::store::now();
     let state = match login_state::open(&config.session.secret, &name, &sealed, now) {
         Ok(s) => s,
@@ -394,6 +414,7 @@ async fn finish_login(
         user_id: user_id.clone(),
         idp: idp.id.clone(),
         subject: applied.plan.identity.subject.clone(),
+        idp_sub: applied.plan.identity.sub.clone(),
         sid: claims
             .get("sid")
             .and_then(Value::as_str)
@@ -427,16 +448,19 @@ fn merge_claims(claims: &mut Value, info: Value) {
     }
 }
 
-fn with_cookie(answer: Answer, cookie: &str) -> Answer {
+fn with_cookie(answer: Answer, more: &[String]) -> Answer {
     match answer {
         Answer::Redirect {
             location,
             mut cookies,
         } => {
-            cookies.push(cookie.to_string());
+            cookies.extend(more.iter().cloned());
             Answer::Redirect { location, cookies }
         }
-        Answer::Reply(r) => Answer::Reply(r.with_header("set-cookie", cookie.to_string())),
+        Answer::Reply(r) => Answer::Reply(
+            more.iter()
+                .fold(r, |r, c| r.with_header("set-cookie", c.clone())),
+        ),
         other => other,
     }
 }
@@ -460,6 +484,9 @@ pub async fn logout(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) 
         match ended {
             Ok(record) => {
                 shared.sessions.forget(&[hash]).await;
+                if let Some(token) = record.as_ref().and_then(|r| r.id_token.as_deref()) {
+                    shared.sessions.forget_bearer(token).await;
+                }
                 if let Some(r) = record {
                     tracing::info!(target: "portcullis::session", user = %r.user_id, "session ended by logout");
                     if let Some(url) =
@@ -525,59 +552,74 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
     };
     let mut last = None;
     for idp in idps_with_issuer(config, &iss) {
+        let discovered = match shared.oidc.provider(idp).await {
+            Ok(d) => d,
+            Err(e) => {
+                last = Some(e.to_string());
+                continue;
+            }
+        };
         let audiences = [idp.client_id.clone()];
         let expect = Expect {
-            issuer: &iss,
+            // The issuer the IdP's discovery names, compared exactly.
+            issuer: discovered.metadata.issuer().as_str(),
             audiences: &audiences,
             authorized_party: None,
             kind: TokenKind::LogoutToken,
             now: crate::store::now(),
         };
-        match shared.oidc.verify(idp, &token, &expect).await {
-            Ok(claims) => {
-                if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
-                    let key = format!("{iss}\n{jti}");
-                    if shared.sessions.logout_jtis.contains_key(&key) {
-                        return bad("this logout token was used already".into());
-                    }
-                    shared.sessions.logout_jtis.insert(key, ());
-                }
-                let sub = claims
-                    .get("sub")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let sid = claims
-                    .get("sid")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                let id = idp.id.clone();
-                let ended = shared
-                    .sessions
-                    .with_store(move |s| async move {
-                        s.delete_sessions_by_idp(&id, sub.as_deref(), sid.as_deref())
-                            .await
-                    })
-                    .await;
-                return match ended {
-                    Ok(hashes) => {
-                        shared.sessions.forget(&hashes).await;
-                        tracing::info!(target: "portcullis::session", idp = %idp.id, sessions = hashes.len(), "sessions ended by back-channel logout");
-                        Answer::Empty { status: 200 }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "back-channel logout could not reach the store");
-                        Answer::Reply(Reply::store_unavailable("The sessions were not ended."))
-                    }
-                };
+        let claims = match shared.oidc.verify(idp, &token, &expect).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                last = Some(e.to_string());
+                continue;
             }
-            Err(e) => last = Some(e.to_string()),
+        };
+        let text = |k: &str| claims.get(k).and_then(Value::as_str).map(str::to_string);
+        let (jti, sub, sid) = (text("jti").unwrap_or_default(), text("sub"), text("sid"));
+        // Accepted once per issuer and jti, across every replica; the
+        // memory outlives the token's acceptance window.
+        let (iss_owned, until) = (iss.clone(), crate::store::now() + 3600);
+        let first = shared
+            .sessions
+            .with_store(move |s| async move {
+                s.first_use_of_logout_token(&iss_owned, &jti, until).await
+            })
+            .await;
+        match first {
+            Ok(true) => {}
+            Ok(false) => return bad("this logout token was used already".into()),
+            Err(e) => {
+                tracing::error!(error = %e, "back-channel logout could not reach the store");
+                return Answer::Reply(Reply::store_unavailable("The sessions were not ended."));
+            }
         }
+        let id = idp.id.clone();
+        let ended = shared
+            .sessions
+            .with_store(move |s| async move {
+                s.delete_sessions_by_idp(&id, sub.as_deref(), sid.as_deref())
+                    .await
+            })
+            .await;
+        return match ended {
+            Ok(hashes) => {
+                shared.sessions.forget(&hashes).await;
+                tracing::info!(target: "portcullis::session", idp = %idp.id, sessions = hashes.len(), "sessions ended by back-channel logout");
+                Answer::Empty { status: 200 }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "back-channel logout could not reach the store");
+                Answer::Reply(Reply::store_unavailable("The sessions were not ended."))
+            }
+        };
     }
     bad(last.unwrap_or_else(|| "no identity provider has this issuer".into()))
 }
 
-/// The IdPs a token's (unverified) `iss` names: only their keys may then
-/// verify it.
+/// The IdPs a token's (unverified) `iss` may name: only their keys may
+/// then verify it, and the verification compares `iss` exactly with the
+/// issuer their discovery names.
 fn idps_with_issuer<'a>(
     config: &'a Config,
     iss: &'a str,
@@ -619,10 +661,14 @@ pub async fn bearer(
         .ok_or_else(|| BearerError::Rejected("not a JWT with an issuer".into()))?;
     let mut last = String::from("no identity provider has this issuer");
     for idp in idps_with_issuer(config, &iss) {
+        let discovered = match shared.oidc.provider(idp).await {
+            Ok(d) => d,
+            Err(e) => return Err(BearerError::Unavailable(e.to_string())),
+        };
         let mut audiences = vec![idp.client_id.clone()];
         audiences.extend(idp.bearer_audiences.iter().cloned());
         let expect = Expect {
-            issuer: &iss,
+            issuer: discovered.metadata.issuer().as_str(),
             audiences: &audiences,
             authorized_party: None,
             kind: TokenKind::Bearer,
@@ -638,6 +684,19 @@ pub async fn bearer(
         };
         let identity = crate::provision::identity_from_claims(idp, &claims)
             .map_err(|e| BearerError::Rejected(e.to_string()))?;
+        // An ID token handed to the IdP in a logout (`id_token_hint`) must
+        // not live on as a credential.
+        let hash = key.clone();
+        let ended = shared
+            .sessions
+            .with_store(move |s| async move { s.token_ended(&hash).await })
+            .await
+            .map_err(|e| BearerError::Unavailable(e.to_string()))?;
+        if ended {
+            return Err(BearerError::Rejected(
+                "this token was ended by a logout".into(),
+            ));
+        }
         let (id, subject) = (idp.id.clone(), identity.subject.clone());
         let user = shared
             .sessions

@@ -55,6 +55,74 @@ impl Reply {
         .with_header("retry-after", "5")
     }
 
+    /// 400: the request cannot be judged as it is written.
+    pub fn bad_request(message: impl Into<String>) -> Reply {
+        Reply::new(400, "bad_request", "Bad request", message)
+    }
+
+    /// 401 for a protected route without credentials.
+    pub fn unauthenticated(message: &str) -> Reply {
+        Reply::new(401, "unauthenticated", "Sign-in required", message)
+            .with_header("www-authenticate", "Bearer")
+    }
+
+    /// 401 for a bearer token that was not accepted.
+    pub fn bad_bearer() -> Reply {
+        Reply::new(
+            401,
+            "invalid_token",
+            "Sign-in required",
+            "The bearer token was not accepted.",
+        )
+        .with_header("www-authenticate", "Bearer error=\"invalid_token\"")
+    }
+
+    /// 403 naming the route requirement the user does not meet.
+    pub fn denied(denied: &crate::authz::Denied) -> Reply {
+        Reply::new(403, denied.code(), "Access denied", denied.message())
+    }
+
+    /// 404 for a host no route serves.
+    pub fn unknown_host() -> Reply {
+        Reply::new(
+            404,
+            "unknown_host",
+            "Not found",
+            "No route serves this address.",
+        )
+    }
+
+    /// 405 for a method an endpoint does not take.
+    pub fn method_not_allowed(allow: &'static str) -> Reply {
+        Reply::new(
+            405,
+            "method_not_allowed",
+            "Method not allowed",
+            "This method is not allowed here.",
+        )
+        .with_header("allow", allow)
+    }
+
+    /// 431: more request header bytes than the gateway reads.
+    pub fn headers_too_large(limit: usize) -> Reply {
+        Reply::new(
+            431,
+            "headers_too_large",
+            "Request headers too large",
+            format!("Request headers may not exceed {limit} bytes."),
+        )
+    }
+
+    /// 502: the route's upstream did not answer.
+    pub fn upstream_unavailable() -> Reply {
+        Reply::new(
+            502,
+            "upstream_unavailable",
+            "Application unavailable",
+            "The application behind this address did not answer. Try again in a moment.",
+        )
+    }
+
     pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Reply {
         self.link = Some((href.into(), text.into()));
         self

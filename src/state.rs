@@ -39,12 +39,23 @@ impl Runtime {
     pub fn new(config: Config) -> Runtime {
         let routes = RouteTable::new(&config.routes);
         let upstreams = config.routes.iter().map(|r| UpstreamSet::new(r)).collect();
-        let identity_header_names = config
+        // Every route's claim headers too: a client must not be able to
+        // send `X-Department` where the gateway would set it, nor anywhere
+        // else (public routes, users whose claims lack the value).
+        let mut identity_header_names: Vec<String> = config
             .identity_headers
             .all()
-            .iter()
+            .into_iter()
+            .chain(
+                config
+                    .routes
+                    .iter()
+                    .flat_map(|r| r.claim_headers.iter().map(|(n, _)| n)),
+            )
             .map(|h| h.as_str().to_ascii_lowercase().replace('_', "-"))
             .collect();
+        identity_header_names.sort();
+        identity_header_names.dedup();
         let public_host = config
             .server
             .public_url

@@ -129,7 +129,7 @@ fn upstream_headers(r: &RawResponse) -> Value {
 }
 
 fn claims() -> Value {
-    json!({"sub": "alice-sub", "groups": ["home-lab", "dev"], "department": "R&D", "evil": "a\r\nX-Injected: 1"})
+    json!({"sub": "alice-sub", "email_verified": true, "groups": ["home-lab", "dev"], "department": "R&D", "evil": "a\r\nX-Injected: 1"})
 }
 
 #[tokio::test]

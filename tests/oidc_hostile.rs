@@ -393,6 +393,7 @@ async fn backchannel_logout_tokens_are_verified() {
             user_id: user.id.clone(),
             idp: "rogue".into(),
             subject: "mallory".into(),
+            idp_sub: Some("mallory".into()),
             sid: Some("idp-session-1".into()),
             id_token: None,
             claims: json!({"sub": "mallory"}),

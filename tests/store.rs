@@ -328,6 +328,7 @@ async fn sessions_round_trip(backend: Backend) {
                 user_id: id.clone(),
                 idp: "authentik".into(),
                 subject: "erin".into(),
+                idp_sub: Some("erin".into()),
                 sid: Some(sid.into()),
                 id_token: Some("eyJ.x.y".into()),
                 claims: claims("erin", &["home-lab"]),

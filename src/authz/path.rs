@@ -15,6 +15,10 @@ pub enum PathError {
     BadPercentEncoding,
     #[error("the request target is not an absolute path")]
     NotAbsolute,
+    #[error(
+        "the path has a dot segment with ;parameters (\"..;\"), which servers resolve differently"
+    )]
+    DotSegmentParameter,
 }
 
 /// The parts of a request target that the gateway uses.
@@ -25,6 +29,10 @@ pub struct Target {
     pub path: String,
     /// The query as received, without the `?`.
     pub query: Option<String>,
+    /// The path as a Java servlet container serves it: every segment's
+    /// `;parameters` removed (`/admin;x/users` is `/admin/users`). Only
+    /// when the path has a `;`; the policy judges both views.
+    pub servlet_path: Option<String>,
 }
 
 impl Target {
@@ -85,10 +93,32 @@ pub fn parse_target(raw: &[u8]) -> Result<Target, PathError> {
         }
         None => None,
     };
+    let path = normalize_path(path)?;
+    let servlet_path = path.contains(';').then(|| without_parameters(&path));
     Ok(Target {
-        path: normalize_path(path)?,
+        path,
         query,
+        servlet_path,
     })
+}
+
+/// A normalized path with each segment's `;parameters` removed. Dot
+/// segments with parameters were refused by [`normalize_path`], so removing
+/// them cannot make a new `..` appear.
+fn without_parameters(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        out.push('/');
+        out.push_str(segment.split(';').next().unwrap_or(""));
+    }
+    // `/a;x/;y` would leave an empty segment: collapse as the path was.
+    while let Some(i) = out.find("//") {
+        out.remove(i);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Normalizes an absolute path (no query).
@@ -132,6 +162,13 @@ pub fn normalize_path(path: &[u8]) -> Result<String, PathError> {
     let mut trailing_slash = false;
     for segment in decoded.split('/').skip(1) {
         trailing_slash = false;
+        // Tomcat and Jetty read `..;x` as `..`: never let such a segment
+        // mean one thing here and another there.
+        if let Some((stem, _)) = segment.split_once(';')
+            && (stem == "." || stem == "..")
+        {
+            return Err(PathError::DotSegmentParameter);
+        }
         match segment {
             "" | "." => trailing_slash = true,
             ".." => {
@@ -165,6 +202,21 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// [`under_prefix`] comparing ASCII letters without case: a protected
+/// prefix `/admin` also covers `/ADMIN/users`, which case-insensitive
+/// servers serve as `/admin/users`.
+pub fn under_prefix_ignoring_case(path: &str, prefix: &str) -> bool {
+    let (p, x) = (path.as_bytes(), prefix.as_bytes());
+    if x == b"/" {
+        return true;
+    }
+    let starts = |s: &[u8]| p.len() >= s.len() && p[..s.len()].eq_ignore_ascii_case(s);
+    if let Some(stem) = x.strip_suffix(b"/") {
+        return starts(x) || p.eq_ignore_ascii_case(stem);
+    }
+    starts(x) && (p.len() == x.len() || p[x.len()] == b'/')
 }
 
 #[cfg(test)]
@@ -216,6 +268,12 @@ mod tests {
         check("/a%zz", Err(BadPercentEncoding));
         check("/a%4", Err(BadPercentEncoding));
         check("/a%", Err(BadPercentEncoding));
+        // Path parameters: a dot segment with them is refused outright.
+        check("/api/health/..;/..;/admin", Err(DotSegmentParameter));
+        check("/public/..;x/admin", Err(DotSegmentParameter));
+        check("/public/.;x/admin", Err(DotSegmentParameter));
+        check("/public/%2e%2e;/admin", Err(DotSegmentParameter));
+        check("/admin;x/users", Ok("/admin;x/users"));
         check("*", Err(NotAbsolute));
         check("a/b", Err(NotAbsolute));
     }
@@ -227,6 +285,22 @@ mod tests {
         assert_eq!(t.query.as_deref(), Some("a=1&b=%2F"));
         assert_eq!(t.path_and_query(), "/y?a=1&b=%2F");
         assert_eq!(parse_target(b"/x?a\r\nb"), Err(PathError::ControlCharacter));
+    }
+
+    #[test]
+    fn servlet_view_drops_parameters_table() {
+        for (raw, expected) in [
+            ("/admin;x/users", Some("/admin/users")),
+            ("/admin;jsessionid=1", Some("/admin")),
+            ("/a;x/;y/b", Some("/a/b")),
+            ("/;x", Some("/")),
+            ("/a/b", None),
+            ("/a?x=;y", None),
+            ("/a%3Bx/b", None),
+        ] {
+            let t = parse_target(raw.as_bytes()).unwrap();
+            assert_eq!(t.servlet_path.as_deref(), expected, "{raw}");
+        }
     }
 
     #[test]
@@ -248,6 +322,17 @@ mod tests {
                 under_prefix(path, prefix),
                 expected,
                 "{path} under {prefix}"
+            );
+            assert_eq!(
+                under_prefix_ignoring_case(path, prefix),
+                expected,
+                "{path} under {prefix}, ignoring case"
+            );
+            assert_eq!(
+                under_prefix_ignoring_case(&path.to_ascii_uppercase(), prefix),
+                expected,
+                "{} under {prefix}, ignoring case",
+                path.to_ascii_uppercase()
             );
         }
     }

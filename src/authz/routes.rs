@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::path::under_prefix;
+use super::path::{under_prefix, under_prefix_ignoring_case};
 use crate::config::{HostPattern, Route};
 
 /// Host as routes compare it: lower-case, no port, no trailing dot.
@@ -91,8 +91,14 @@ impl RouteTable {
     /// any wildcard, a longer wildcard beats a shorter one).
     pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Option<&'a Arc<Route>> {
         // Each bucket is sorted by prefix length, so its first match is its best.
-        let first_match =
-            |routes: &'a [Arc<Route>]| routes.iter().find(|r| under_prefix(path, &r.path_prefix));
+        // A protected prefix matches whatever the case (`/ADMIN` is judged
+        // as `/admin`); a public one only as written, so case never weakens.
+        let first_match = |routes: &'a [Arc<Route>]| {
+            routes.iter().find(|r| {
+                under_prefix(path, &r.path_prefix)
+                    || (!r.public && under_prefix_ignoring_case(path, &r.path_prefix))
+            })
+        };
         let mut best: Option<(&Arc<Route>, (usize, usize))> = None;
         let buckets = self
             .exact

@@ -482,6 +482,26 @@ impl Validator<'_> {
         self.problems.push(Problem::new(path, message));
     }
 
+    /// A `path_prefix` or public path: compared with normalized request
+    /// paths, so it must be one itself, and free of `;` (which servers
+    /// read as the start of path parameters).
+    fn check_request_path(&mut self, place: &str, p: &str) {
+        if !p.starts_with('/') {
+            self.err(place, "must start with /");
+        } else if p.contains(';') {
+            self.err(
+                place,
+                "must not contain ; (servers read it as path parameters)",
+            );
+        } else {
+            match crate::authz::path::normalize_path(p.as_bytes()) {
+                Ok(n) if n == p || n == format!("{p}/") => {}
+                Ok(n) => self.err(place, format!("is not a normalized path; write {n:?}")),
+                Err(e) => self.err(place, format!("is not a valid path: {e}")),
+            }
+        }
+    }
+
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(Problem::new(path, message));
     }
@@ -979,6 +999,14 @@ impl Validator<'_> {
                 p.email.as_deref().unwrap_or("email"),
             );
             let name = self.expr(&format!("{path}.name"), p.name.as_deref().unwrap_or("name"));
+            if let Some(text) = p.identifier.as_deref().filter(|t| t.trim() != "sub") {
+                self.warn(
+                    format!("{path}.identifier"),
+                    format!(
+                        "users are keyed by {text:?}, not the IdP's sub: a value the user or the IdP's admins can change (an email, a name) can hand the account to someone else; an identifier read from an email counts only while that email is verified"
+                    ),
+                );
+            }
             let auto_provision = p.auto_provision.unwrap_or(true);
             let policies = self.policies(&path, p, orgs);
             if auto_provision && policies.is_empty() {
@@ -1118,9 +1146,7 @@ impl Validator<'_> {
                 );
             }
             let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".to_string());
-            if !path_prefix.starts_with('/') {
-                self.err(format!("{path}.path_prefix"), "must start with /");
-            }
+            self.check_request_path(&format!("{path}.path_prefix"), &path_prefix);
             let mut hosts = Vec::new();
             if r.hosts.is_empty() {
                 self.err(format!("{path}.hosts"), "needs at least one host");
@@ -1205,9 +1231,7 @@ impl Validator<'_> {
                 .as_ref()
                 .and_then(|t| self.expr(&format!("{path}.allow_if"), t));
             for (j, p) in r.public_paths.iter().enumerate() {
-                if !p.starts_with('/') {
-                    self.err(format!("{path}.public_paths[{j}]"), "must start with /");
-                }
+                self.check_request_path(&format!("{path}.public_paths[{j}]"), p);
             }
             if r.public && (r.org.is_some() || !r.allow_roles.is_empty() || r.allow_if.is_some()) {
                 self.warn(

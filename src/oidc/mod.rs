@@ -67,6 +67,7 @@ pub struct Oidc {
 pub struct Tokens {
     pub id_token: String,
     pub access_token: String,
+    pub refresh_token: Option<String>,
 }
 
 /// A login's authorization request.
@@ -299,26 +300,31 @@ impl Oidc {
         let response = self
             .background
             .run(async move {
-                let client = client(metadata, &owned, &redirect)?;
-                let request = client
+                let client = token_client(&metadata, &owned, &redirect)?;
+                client
                     .exchange_code(AuthorizationCode::new(code))
-                    .map_err(|e| protocol(&owned, format!("no token endpoint: {e}")))?
-                    .set_pkce_verifier(PkceCodeVerifier::new(verifier));
-                request.request_async(&http).await.map_err(|e| {
-                    protocol(
-                        &owned,
-                        format!("code exchange failed: {}", describe_token_error(&e)),
-                    )
-                })
+                    .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+                    .request_async(&http)
+                    .await
+                    .map_err(|e| {
+                        protocol(
+                            &owned,
+                            format!("code exchange failed: {}", describe_token_error(&e)),
+                        )
+                    })
             })
             .await
             .map_err(|e| protocol(idp, e.to_string()))??;
-        let id_token = openidconnect::TokenResponse::id_token(&response)
-            .map(|t| t.to_string())
+        let id_token = response
+            .extra_fields()
+            .id_token
+            .clone()
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| protocol(idp, "the token response has no id_token"))?;
         Ok(Tokens {
             id_token,
             access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         })
     }
 
@@ -361,11 +367,11 @@ fn protocol(idp: &IdentityProvider, reason: impl Into<String>) -> OidcError {
     }
 }
 
-fn describe_token_error<RE: std::error::Error + 'static>(
-    e: &openidconnect::RequestTokenError<
-        RE,
-        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
-    >,
+fn describe_token_error<
+    RE: std::error::Error + 'static,
+    T: oauth2::ErrorResponseType + std::fmt::Display + 'static,
+>(
+    e: &oauth2::RequestTokenError<RE, oauth2::StandardErrorResponse<T>>,
 ) -> String {
     match e {
         openidconnect::RequestTokenError::ServerResponse(r) => {
@@ -377,6 +383,51 @@ fn describe_token_error<RE: std::error::Error + 'static>(
         }
         other => other.to_string(),
     }
+}
+
+/// The token endpoint's answer with the ID token as the IdP sent it: its
+/// claims are read only after verification, as plain JSON, so that a claim
+/// of an unusual type (`email_verified: "true"`) never fails the exchange.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RawIdToken {
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
+impl oauth2::ExtraTokenFields for RawIdToken {}
+
+type TokenClient = oauth2::Client<
+    oauth2::basic::BasicErrorResponse,
+    oauth2::StandardTokenResponse<RawIdToken, oauth2::basic::BasicTokenType>,
+    oauth2::basic::BasicTokenIntrospectionResponse,
+    oauth2::StandardRevocableToken,
+    oauth2::basic::BasicRevocationErrorResponse,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+>;
+
+/// A client for the IdP's token endpoint (code exchange, refresh).
+fn token_client(
+    metadata: &CoreProviderMetadata,
+    idp: &IdentityProvider,
+    redirect_uri: &str,
+) -> Result<TokenClient, OidcError> {
+    let token_url = metadata
+        .token_endpoint()
+        .cloned()
+        .ok_or_else(|| protocol(idp, "the IdP has no token endpoint"))?;
+    let redirect = RedirectUrl::new(redirect_uri.to_string())
+        .map_err(|e| protocol(idp, format!("redirect URI {redirect_uri}: {e}")))?;
+    let mut client = oauth2::Client::new(ClientId::new(idp.client_id.clone()))
+        .set_token_uri(token_url)
+        .set_redirect_uri(redirect);
+    if let Some(secret) = &idp.client_secret {
+        client = client.set_client_secret(ClientSecret::new(secret.clone()));
+    }
+    Ok(client)
 }
 
 type LoginClient = CoreClient<

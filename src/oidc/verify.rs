@@ -136,6 +136,8 @@ pub enum VerifyError {
     Nonce,
     #[error("not a back-channel logout token: {0}")]
     NotLogoutToken(&'static str),
+    #[error("a back-channel logout token is not a bearer credential")]
+    LogoutTokenAsBearer,
 }
 
 const LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
@@ -165,6 +167,7 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Value, Ve
 
     let mut v = Validation::new(header.alg);
     v.leeway = SKEW_SECS;
+    v.validate_nbf = true;
     v.set_issuer(&[expect.issuer]);
     v.set_audience(expect.audiences);
     let required: &[&str] = match expect.kind {
@@ -231,12 +234,29 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Value, Ve
             if !has("sub") && !has("sid") {
                 return Err(VerifyError::NotLogoutToken("neither sub nor sid"));
             }
+            // Without a `jti` a logout token could not be told from its
+            // replay.
+            if !has("jti") {
+                return Err(VerifyError::Missing("jti"));
+            }
             // An old logout token is a replay.
             if iat.is_some_and(|iat| expect.now - iat > 300 + SKEW_SECS as i64) {
                 return Err(VerifyError::Expired);
             }
         }
-        TokenKind::Bearer => check_azp(&claims, expect)?,
+        TokenKind::Bearer => {
+            // A logout token is an order to end sessions, never a
+            // credential, whatever else it carries (`exp`, `sub`, `aud`).
+            if header
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("logout+jwt"))
+                || claims.get("events").is_some()
+            {
+                return Err(VerifyError::LogoutTokenAsBearer);
+            }
+            check_azp(&claims, expect)?
+        }
     }
     Ok(claims)
 }

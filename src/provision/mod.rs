@@ -58,7 +58,10 @@ pub struct Membership {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
     pub idp: String,
+    /// The value of the IdP's `identifier`: the user's key there.
     pub subject: String,
+    /// The IdP's own `sub`, kept beside the identifier.
+    pub sub: Option<String>,
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
@@ -70,6 +73,10 @@ pub enum ProvisionError {
     NoIdentifier { expression: String },
     #[error("the claims are not a JSON object")]
     ClaimsNotObject,
+    #[error(
+        "the identifier {expression:?} reads an email address that the identity provider has not verified"
+    )]
+    UnverifiedEmailIdentifier { expression: String },
 }
 
 /// What is known of the user before this login.
@@ -288,12 +295,30 @@ pub fn identity(
             .and_then(|v| v.as_string().cloned())
             .filter(|s| !s.trim().is_empty())
     };
+    let email = text(&idp.email);
+    // Only the JSON boolean `true` counts.
+    let email_verified = raw.get("email_verified") == Some(&Value::Bool(true));
+    // A key read from an email claim is only as good as the IdP's word
+    // that the address is the user's: anyone can type someone else's.
+    let reads_email = idp.identifier.text.contains("email")
+        || email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(&subject));
+    if reads_email && !email_verified {
+        return Err(ProvisionError::UnverifiedEmailIdentifier {
+            expression: idp.identifier.text.clone(),
+        });
+    }
     Ok(Identity {
         idp: idp.id.clone(),
         subject,
-        email: text(&idp.email),
-        // Only the JSON boolean `true` counts.
-        email_verified: raw.get("email_verified") == Some(&Value::Bool(true)),
+        sub: raw
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        email,
+        email_verified,
         name: text(&idp.name),
     })
 }

@@ -48,6 +48,21 @@ pub fn is_trusted(peer: Option<IpAddr>, trusted: &[IpNet]) -> bool {
     peer.is_some_and(|ip| trusted.iter().any(|net| net.contains(&ip)))
 }
 
+/// All values of a header as bytes, joined with `; ` (the cookie
+/// separator). Bytes, not text: one value with a non-ASCII byte must not
+/// make the others vanish (a `theme=café` cookie hiding the session).
+pub fn joined_bytes(req: &RequestHeader, name: &str) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in req.headers.get_all(name).iter() {
+        let buf = out.get_or_insert_with(Vec::new);
+        if !buf.is_empty() {
+            buf.extend_from_slice(b"; ");
+        }
+        buf.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
 /// All values of a header joined with `separator`, if any is valid text.
 pub fn joined(req: &RequestHeader, name: &str, separator: &str) -> Option<String> {
     let values: Vec<&str> = req
@@ -150,7 +165,8 @@ pub fn identity_headers(
     push(&names.user_id, &principal.user_id);
     push(&names.subject, &principal.subject);
     push(&names.idp, &principal.idp);
-    if let Some(email) = &principal.email {
+    // Only an address the IdP verified is presented as the user's.
+    if let Some(email) = principal.verified_email() {
         push(&names.email, email);
     }
     if let Some(name) = &principal.name {
@@ -195,20 +211,27 @@ fn scalar(v: &jmespath::Variable) -> Option<String> {
     }
 }
 
-/// Removes the gateway's own session cookie from the `Cookie` header(s).
+/// Removes the gateway's own session cookie from the `Cookie` header(s),
+/// reading them as bytes so that no other cookie's bytes can hide it; the
+/// other cookies go on as they came.
 pub fn strip_cookie(req: &mut RequestHeader, cookie_name: &str) {
-    let Some(all) = joined(req, "cookie", "; ") else {
+    let Some(all) = joined_bytes(req, "cookie") else {
         return;
     };
-    let kept: Vec<&str> = all
-        .split(';')
-        .map(str::trim)
+    let kept: Vec<&[u8]> = all
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
         .filter(|c| !c.is_empty())
-        .filter(|c| c.split('=').next().map(str::trim) != Some(cookie_name))
+        .filter(|c| crate::session::cookie::name_of(c) != cookie_name.as_bytes())
         .collect();
     req.remove_header("cookie");
     if !kept.is_empty() {
-        set_header(req, "cookie", &kept.join("; "));
+        match http::HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+            Ok(v) => {
+                let _ = req.insert_header("cookie", v);
+            }
+            Err(_) => tracing::warn!("cookie header not allowed in HTTP; left out"),
+        }
     }
 }
 
@@ -294,6 +317,21 @@ mod tests {
         assert!(!set_header(&mut req, "x-auth-name", "nul\0"));
         assert!(req.headers.get("x-auth-name").is_none());
         assert!(set_header(&mut req, "x-auth-name", "Zoë")); // UTF-8 is opaque bytes, allowed
+    }
+
+    #[test]
+    fn session_cookie_is_removed_beside_non_ascii_cookies() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header(
+            "Cookie",
+            http::HeaderValue::from_bytes(
+                "theme=café; _portcullis=secret; _portcullis =x".as_bytes(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        strip_cookie(&mut req, "_portcullis");
+        assert_eq!(req.headers["cookie"].as_bytes(), "theme=café".as_bytes());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! and stays thin: routing and policy come from `authz`, headers from
 //! `headers`, pages from `respond`.
 
+mod decide;
+mod forward_auth;
 pub mod headers;
 pub mod respond;
 pub mod server;
@@ -15,12 +17,13 @@ use async_trait::async_trait;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 
-use crate::authz::{self, Access, Target};
+use crate::authz::{self, Target};
 use crate::config::Route;
 use crate::login;
 use crate::metrics::{RequestLabels, RouteLabels};
-use crate::session::{Principal, cookie};
+use crate::session::Principal;
 use crate::state::{InflightGuard, Runtime, Shared};
+use decide::{Authn, Decision};
 use respond::Reply;
 
 /// Prefix reserved on every host; never proxied.
@@ -94,39 +97,7 @@ fn request_host(req: &pingora::http::RequestHeader) -> Result<(String, String), 
     Ok((host, raw.trim().to_string()))
 }
 
-/// Who a request is from, as far as its credentials say.
-enum Authn {
-    Principal(Arc<Principal>),
-    Anonymous,
-    /// A session cookie that the gateway cannot have written.
-    MalformedCookie,
-    /// The session is not cached and the store did not answer.
-    StoreUnavailable,
-    /// A bearer token that does not verify or names no user.
-    BadBearer,
-}
-
-/// The token of `Authorization: Bearer <token>`.
-fn bearer_token(req: &pingora::http::RequestHeader) -> Option<String> {
-    let value = req.headers.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
 impl Gateway {
-    fn count_outcome(&self, outcome: &str) {
-        self.shared
-            .metrics
-            .auth_outcomes
-            .get_or_create(&crate::metrics::OutcomeLabels {
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-
     /// The signed assertion for `p` at `host` on `route`; a signing failure
     /// is logged and the headers go without it.
     fn assertion(
@@ -147,108 +118,6 @@ impl Gateway {
         .ok()
     }
 
-    /// The session named by the request's cookie, if it is live; on a
-    /// route that accepts them, a bearer token instead.
-    async fn authenticate(
-        &self,
-        session: &Session,
-        runtime: &Runtime,
-        route: Option<&Route>,
-    ) -> Authn {
-        let config = &runtime.config;
-        if route.is_some_and(|r| r.accept_bearer)
-            && let Some(token) = bearer_token(session.req_header())
-        {
-            return match login::bearer(&self.shared, runtime, &token).await {
-                Ok(p) => Authn::Principal(p),
-                Err(login::BearerError::Rejected(why)) => {
-                    tracing::info!(reason = %why, "bearer token rejected");
-                    Authn::BadBearer
-                }
-                Err(login::BearerError::Unavailable(why)) => {
-                    tracing::warn!(reason = %why, "bearer token could not be checked");
-                    Authn::StoreUnavailable
-                }
-            };
-        }
-        let header = headers::joined(session.req_header(), "cookie", "; ");
-        let id = match cookie::find(header.as_deref(), &config.session.cookie_name) {
-            cookie::Found::Id(id) => id,
-            cookie::Found::None => return Authn::Anonymous,
-            cookie::Found::Malformed => return Authn::MalformedCookie,
-        };
-        match self
-            .shared
-            .sessions
-            .get(
-                &id.hash(),
-                config.session.idle_timeout,
-                &self.shared.metrics,
-            )
-            .await
-        {
-            Ok(Some(p)) => Authn::Principal(p),
-            Ok(None) => Authn::Anonymous,
-            Err(e) => {
-                tracing::warn!(error = %e, "session lookup failed");
-                Authn::StoreUnavailable
-            }
-        }
-    }
-
-    /// A protected route: a live session whose user meets the route's
-    /// policy passes; anyone else is answered here.
-    async fn protected(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        route: &Route,
-    ) -> Result<bool> {
-        let runtime = ctx.runtime.clone();
-        match self.authenticate(session, &runtime, Some(route)).await {
-            Authn::Principal(p) => match p.verdict(runtime.generation, route) {
-                Ok(()) => {
-                    self.count_outcome("allowed");
-                    ctx.principal = Some(p);
-                    Ok(false)
-                }
-                Err(denied) => {
-                    self.count_outcome("denied");
-                    tracing::info!(route = %route.name, user = %p.user_id, requirement = denied.code(), "access denied");
-                    let reply = Reply::new(403, denied.code(), "Access denied", denied.message());
-                    respond::send(session, &reply).await?;
-                    Ok(true)
-                }
-            },
-            Authn::Anonymous => self.unauthenticated(session, ctx).await,
-            Authn::BadBearer => {
-                self.count_outcome("bad_bearer");
-                let reply = Reply::new(
-                    401,
-                    "invalid_token",
-                    "Sign-in required",
-                    "The bearer token was not accepted.",
-                )
-                .with_header("www-authenticate", "Bearer error=\"invalid_token\"");
-                respond::send(session, &reply).await?;
-                Ok(true)
-            }
-            Authn::MalformedCookie => {
-                self.count_outcome("bad_cookie");
-                let reply = bad_request("The session cookie is malformed; it has been removed.")
-                    .with_header("set-cookie", cookie::clear(&runtime.config));
-                respond::send(session, &reply).await?;
-                Ok(true)
-            }
-            Authn::StoreUnavailable => {
-                self.count_outcome("store_unavailable");
-                let reply = Reply::store_unavailable("Sessions cannot be checked right now.");
-                respond::send(session, &reply).await?;
-                Ok(true)
-            }
-        }
-    }
-
     /// Answers the gateway's own endpoints under `/_portcullis/`.
     async fn own_endpoint(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let runtime = ctx.runtime.clone();
@@ -259,7 +128,10 @@ impl Gateway {
                 let cache = [("cache-control", "public, max-age=300".to_string())];
                 respond::json(session, 200, body, &cache).await?
             }
-            "/_portcullis/userinfo" => match self.authenticate(session, &runtime, None).await {
+            "/_portcullis/userinfo" => match self
+                .authenticate(session.req_header(), &runtime, None)
+                .await
+            {
                 Authn::Principal(p) => {
                     let body = serde_json::json!({
                         "id": p.user_id,
@@ -273,12 +145,7 @@ impl Gateway {
                     });
                     respond::json(session, 200, body.to_string(), &[]).await?
                 }
-                _ => {
-                    let reply =
-                        Reply::new(401, "unauthenticated", "Sign-in required", "No session.")
-                            .with_header("www-authenticate", "Bearer");
-                    respond::send(session, &reply).await?
-                }
+                _ => respond::send(session, &Reply::unauthenticated("No session.")).await?,
             },
             "/_portcullis/login" | "/_portcullis/callback" | "/_portcullis/logout" => {
                 let path = ctx.path().to_string();
@@ -290,16 +157,15 @@ impl Gateway {
                     _ => method == http::Method::GET || method == http::Method::HEAD,
                 };
                 if !allowed {
-                    let reply = Reply::new(
-                        405,
-                        "method_not_allowed",
-                        "Method not allowed",
-                        "This method is not allowed here.",
-                    );
-                    respond::send(session, &reply).await?;
+                    let allow = if path == "/_portcullis/logout" {
+                        "GET, POST"
+                    } else {
+                        "GET, HEAD"
+                    };
+                    respond::send(session, &Reply::method_not_allowed(allow)).await?;
                     return Ok(true);
                 }
-                let cookie_header = headers::joined(session.req_header(), "cookie", "; ");
+                let cookie_header = headers::joined_bytes(session.req_header(), "cookie");
                 let parts = login::RequestParts {
                     host: &ctx.host,
                     authority: &ctx.authority,
@@ -318,17 +184,14 @@ impl Gateway {
             }
             "/_portcullis/backchannel-logout" => {
                 if session.req_header().method != http::Method::POST {
-                    let reply =
-                        Reply::new(405, "method_not_allowed", "Method not allowed", "Use POST.")
-                            .with_header("allow", "POST");
-                    respond::send(session, &reply).await?;
+                    respond::send(session, &Reply::method_not_allowed("POST")).await?;
                     return Ok(true);
                 }
                 let answer = match read_body(session, MAX_BACKCHANNEL_BODY).await {
                     Some(body) => login::backchannel(&self.shared, &runtime, &body).await,
-                    None => {
-                        login::Answer::Reply(bad_request("The body is too large or unreadable."))
-                    }
+                    None => login::Answer::Reply(Reply::bad_request(
+                        "The body is too large or unreadable.",
+                    )),
                 };
                 respond::answer(session, answer).await?
             }
@@ -343,112 +206,9 @@ impl Gateway {
         Ok(true)
     }
 
-    /// Forward-auth: judges the request described by the trusted proxy's
-    /// `X-Forwarded-Method/-Proto/-Host/-Uri` against the matching route.
-    /// 200 with the identity headers, 401 without a session, 403 when the
-    /// route's policy refuses; nothing is proxied.
-    async fn forward_auth(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let runtime = ctx.runtime.clone();
-        let config = &runtime.config;
-        if !headers::is_trusted(ctx.peer, &config.server.trusted_proxies) {
-            let reply = Reply::new(
-                403,
-                "untrusted_proxy",
-                "Not allowed",
-                "Forward-auth answers only proxies listed in server.trusted_proxies.",
-            );
-            respond::send(session, &reply).await?;
-            return Ok(true);
-        }
-        let req = session.req_header();
-        let forwarded = |name: &str| {
-            let mut all = req.headers.get_all(name).iter();
-            match (all.next(), all.next()) {
-                (Some(v), None) => v.to_str().ok().map(str::to_string),
-                _ => None,
-            }
-        };
-        let Some(host) = forwarded("x-forwarded-host").and_then(|h| authz::normalize_host(&h))
-        else {
-            respond::send(
-                session,
-                &bad_request("X-Forwarded-Host is missing or not a host name."),
-            )
-            .await?;
-            return Ok(true);
-        };
-        let uri = forwarded("x-forwarded-uri").unwrap_or_else(|| "/".to_string());
-        let target = match authz::parse_target(uri.as_bytes()) {
-            Ok(t) => t,
-            Err(e) => {
-                respond::send(session, &bad_request(format!("X-Forwarded-Uri: {e}"))).await?;
-                return Ok(true);
-            }
-        };
-        let Some(route) = runtime.routes.lookup(&host, &target.path).cloned() else {
-            let reply = Reply::new(
-                404,
-                "unknown_host",
-                "Not found",
-                "No route serves this address.",
-            );
-            respond::send(session, &reply).await?;
-            return Ok(true);
-        };
-        if authz::access(&route, &target.path) == Access::Public {
-            respond::ok_with(session, vec![]).await?;
-            return Ok(true);
-        }
-        let answer = match self.authenticate(session, &runtime, Some(&route)).await {
-            Authn::Principal(p) => match p.verdict(runtime.generation, &route) {
-                Ok(()) => {
-                    self.count_outcome("allowed");
-                    let jwt = self.assertion(config, &p, &host, &route);
-                    let values = headers::identity_headers(
-                        &config.identity_headers,
-                        &route,
-                        &p,
-                        jwt.as_deref(),
-                    );
-                    respond::ok_with(session, values).await?;
-                    return Ok(true);
-                }
-                Err(denied) => {
-                    self.count_outcome("denied");
-                    Reply::new(403, denied.code(), "Access denied", denied.message())
-                }
-            },
-            Authn::StoreUnavailable => {
-                Reply::store_unavailable("Sessions cannot be checked right now.")
-            }
-            Authn::MalformedCookie => bad_request("The session cookie is malformed."),
-            Authn::Anonymous | Authn::BadBearer => {
-                self.count_outcome("unauthenticated");
-                let proto = forwarded("x-forwarded-proto")
-                    .filter(|p| p == "https" || p == "http")
-                    .unwrap_or_else(|| "https".into());
-                let original = format!("{proto}://{host}{}", target.path_and_query());
-                let rd: String =
-                    url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
-                let login = format!("{}/_portcullis/login?rd={rd}", login::public_base(config));
-                Reply::new(
-                    401,
-                    "unauthenticated",
-                    "Sign-in required",
-                    "This route needs a session.",
-                )
-                .with_header("www-authenticate", "Bearer")
-                .with_link(login, "Sign in")
-            }
-        };
-        respond::send(session, &answer).await?;
-        Ok(true)
-    }
-
     /// A protected route without a valid session: browsers go to the
     /// login, API clients get 401.
-    async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<bool> {
-        self.count_outcome("unauthenticated");
+    async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<()> {
         if respond::wants_html(session.req_header()) {
             let scheme = if ctx.tls { "https" } else { "http" };
             let original = format!(
@@ -460,18 +220,11 @@ impl Gateway {
                     .unwrap_or_default()
             );
             let rd: String = url::form_urlencoded::byte_serialize(original.as_bytes()).collect();
-            respond::redirect(session, &format!("{RESERVED_PREFIX}/login?rd={rd}"), vec![]).await?;
+            respond::redirect(session, &format!("{RESERVED_PREFIX}/login?rd={rd}"), vec![]).await
         } else {
-            let reply = Reply::new(
-                401,
-                "unauthenticated",
-                "Sign-in required",
-                "This route needs a session or a bearer token.",
-            )
-            .with_header("www-authenticate", "Bearer");
-            respond::send(session, &reply).await?;
+            let reply = Reply::unauthenticated("This route needs a session or a bearer token.");
+            respond::send(session, &reply).await
         }
-        Ok(true)
     }
 }
 
@@ -497,10 +250,6 @@ async fn read_body(session: &mut Session, max: usize) -> Option<Vec<u8>> {
             Err(_) => return None,
         }
     }
-}
-
-fn bad_request(message: impl Into<String>) -> Reply {
-    Reply::new(400, "bad_request", "Bad request", message)
 }
 
 #[async_trait]
@@ -533,26 +282,21 @@ impl ProxyHttp for Gateway {
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         let req = session.req_header();
         if header_bytes(req) > MAX_REQUEST_HEADER_BYTES {
-            let reply = Reply::new(
-                431,
-                "headers_too_large",
-                "Request headers too large",
-                format!("Request headers may not exceed {MAX_REQUEST_HEADER_BYTES} bytes."),
-            );
+            let reply = Reply::headers_too_large(MAX_REQUEST_HEADER_BYTES);
             respond::send(session, &reply).await?;
             return Ok(true);
         }
         (ctx.host, ctx.authority) = match request_host(req) {
             Ok(h) => h,
             Err(why) => {
-                respond::send(session, &bad_request(why)).await?;
+                respond::send(session, &Reply::bad_request(why)).await?;
                 return Ok(true);
             }
         };
         let target = match authz::parse_target(req.raw_path()) {
             Ok(t) => t,
             Err(e) => {
-                respond::send(session, &bad_request(e.to_string())).await?;
+                respond::send(session, &Reply::bad_request(e.to_string())).await?;
                 return Ok(true);
             }
         };
@@ -561,26 +305,27 @@ impl ProxyHttp for Gateway {
             return self.forward_auth(session, ctx).await;
         }
         let reserved = authz::under_prefix(&target.path, RESERVED_PREFIX);
+        let judged = authz::judge(&ctx.runtime.routes, &ctx.host, &target);
         ctx.target = Some(target);
-        let path = ctx.target.as_ref().map(|t| t.path.as_str()).unwrap_or("/");
-        let route = ctx.runtime.routes.lookup(&ctx.host, path).cloned();
         if reserved
-            && (route.is_some()
+            && (!matches!(judged, Ok(None))
                 || ctx.runtime.routes.knows_host(&ctx.host)
                 || ctx.runtime.public_host.as_deref() == Some(ctx.host.as_str()))
         {
             return self.own_endpoint(session, ctx).await;
         }
-        let Some(route) = route else {
-            let reply = Reply::new(
-                404,
-                "unknown_host",
-                "Not found",
-                "No route serves this address.",
-            );
-            respond::send(session, &reply).await?;
-            return Ok(true);
+        let judged = match judged {
+            Ok(Some(j)) => j,
+            Ok(None) => {
+                respond::send(session, &Reply::unknown_host()).await?;
+                return Ok(true);
+            }
+            Err(e) => {
+                respond::send(session, &Reply::bad_request(e.to_string())).await?;
+                return Ok(true);
+            }
         };
+        let route = judged.route.clone();
         ctx.route = Some(route.clone());
         if session.is_upgrade_req() && !route.websockets {
             let reply = Reply::new(
@@ -592,9 +337,23 @@ impl ProxyHttp for Gateway {
             respond::send(session, &reply).await?;
             return Ok(true);
         }
-        match authz::access(&route, path) {
-            Access::Public => Ok(false),
-            Access::Protected => self.protected(session, ctx, &route).await,
+        let runtime = ctx.runtime.clone();
+        match self.decide(session.req_header(), &runtime, &judged).await {
+            Decision::Public => Ok(false),
+            Decision::Allowed(p) => {
+                ctx.principal = Some(p);
+                Ok(false)
+            }
+            Decision::Unauthenticated => {
+                self.unauthenticated(session, ctx).await?;
+                Ok(true)
+            }
+            refused => {
+                if let Some(reply) = refused.refusal(&runtime) {
+                    respond::send(session, &reply).await?;
+                }
+                Ok(true)
+            }
         }
     }
 
@@ -721,20 +480,10 @@ impl ProxyHttp for Gateway {
                 502 => {
                     let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("");
                     tracing::warn!(route, upstream = ?ctx.upstream, error = %e, "upstream unavailable");
-                    Reply::new(
-                        502,
-                        "upstream_unavailable",
-                        "Application unavailable",
-                        "The application behind this address did not answer. Try again in a moment.",
-                    )
+                    Reply::upstream_unavailable()
                 }
-                400 => bad_request("The request could not be read."),
-                431 => Reply::new(
-                    431,
-                    "headers_too_large",
-                    "Request headers too large",
-                    "Request headers too large.",
-                ),
+                400 => Reply::bad_request("The request could not be read."),
+                431 => Reply::headers_too_large(MAX_REQUEST_HEADER_BYTES),
                 code => Reply::new(
                     code,
                     "gateway_error",

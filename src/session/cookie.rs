@@ -32,11 +32,22 @@ impl SessionId {
     }
 }
 
-/// Every value of cookie `name` in a `Cookie` header.
-pub fn values<'a>(header: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-    header.split(';').filter_map(move |pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+/// The name of one `name=value` pair of a `Cookie` header, trimmed.
+pub fn name_of(pair: &[u8]) -> &[u8] {
+    let end = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+    pair[..end].trim_ascii()
+}
+
+/// Every value of cookie `name` in a `Cookie` header, read as bytes: a
+/// value that is not ASCII is skipped, never the whole header.
+pub fn values<'a>(header: &'a [u8], name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    header.split(|&b| b == b';').filter_map(move |pair| {
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        if name_of(pair) != name.as_bytes() {
+            return None;
+        }
+        let v = std::str::from_utf8(pair[eq + 1..].trim_ascii()).ok()?;
+        Some(v.trim_matches('"'))
     })
 }
 
@@ -50,7 +61,7 @@ pub enum Found {
 
 /// The session id in the `Cookie` header. With several cookies of that name
 /// (a host cookie beside a domain one), the first well-formed one counts.
-pub fn find(header: Option<&str>, name: &str) -> Found {
+pub fn find(header: Option<&[u8]>, name: &str) -> Found {
     let Some(header) = header else {
         return Found::None;
     };
@@ -159,12 +170,18 @@ mod tests {
     fn finds_the_first_well_formed_value() {
         let id = SessionId::generate().encode();
         let header = format!("a=1; _p=garbage; _p={id}; b=2");
-        assert!(matches!(find(Some(&header), "_p"), Found::Id(i) if i.encode() == id));
+        assert!(matches!(find(Some(header.as_bytes()), "_p"), Found::Id(i) if i.encode() == id));
         assert!(matches!(
-            find(Some("a=1; _p=garbage"), "_p"),
+            find(Some(b"a=1; _p=garbage"), "_p"),
             Found::Malformed
         ));
-        assert!(matches!(find(Some("a=1; _px=1"), "_p"), Found::None));
+        assert!(matches!(find(Some(b"a=1; _px=1"), "_p"), Found::None));
         assert!(matches!(find(None, "_p"), Found::None));
+        // A non-ASCII cookie beside it hides nothing.
+        let header = format!("theme=caf\u{e9}; _p={id}");
+        assert!(matches!(find(Some(header.as_bytes()), "_p"), Found::Id(_)));
+        let mut raw = b"x=\xff\xfe; _p=".to_vec();
+        raw.extend_from_slice(id.as_bytes());
+        assert!(matches!(find(Some(&raw), "_p"), Found::Id(_)));
     }
 }

@@ -31,6 +31,8 @@ pub struct Principal {
     pub idp: String,
     pub subject: String,
     pub email: Option<String>,
+    /// The claims say `email_verified: true` (the JSON boolean).
+    pub email_verified: bool,
     pub name: Option<String>,
     pub claims: Value,
     pub claims_data: Rcvar,
@@ -76,6 +78,7 @@ impl Principal {
             idp: r.idp,
             subject: r.subject,
             email: r.email,
+            email_verified: email_verified(&r.claims),
             name: r.name,
             claims: r.claims,
             claims_data,
@@ -105,6 +108,7 @@ impl Principal {
             idp: idp.to_string(),
             subject: subject.to_string(),
             email: user.email,
+            email_verified: email_verified(&claims),
             name: user.name,
             claims,
             claims_data,
@@ -127,6 +131,21 @@ impl Principal {
 
     pub fn seen(&self, now: i64) {
         self.last_seen.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// The user's email, when the IdP verified it; else nothing.
+    pub fn verified_email(&self) -> Option<&str> {
+        self.email.as_deref().filter(|_| self.email_verified)
+    }
+
+    /// The ID token's `acr`, when known.
+    pub fn acr(&self) -> Option<&str> {
+        self.claims.get("acr").and_then(Value::as_str)
+    }
+
+    /// The ID token's `auth_time`, when known.
+    pub fn auth_time(&self) -> Option<i64> {
+        self.claims.get("auth_time").and_then(Value::as_i64)
     }
 
     pub fn roles_in(&self, org: &str) -> &[String] {
@@ -172,9 +191,12 @@ impl Principal {
                 iss: issuer,
                 aud: audience,
                 sub: &self.user_id,
-                email: self.email.as_deref(),
+                email: self.verified_email(),
+                email_verified: self.verified_email().is_some(),
                 name: self.name.as_deref(),
                 idp: &self.idp,
+                acr: self.acr(),
+                auth_time: self.auth_time(),
                 org,
                 roles: org.map(|o| self.roles_in(o)).unwrap_or(&[]),
                 iat: now,
@@ -198,14 +220,16 @@ impl Principal {
     }
 }
 
+/// Only the JSON boolean `true` counts as verified.
+fn email_verified(claims: &Value) -> bool {
+    claims.get("email_verified") == Some(&Value::Bool(true))
+}
+
 /// The session cache over the store.
 pub struct Sessions {
     cache: moka::future::Cache<String, Option<Arc<Principal>>>,
     /// Verified bearer tokens by SHA-256, for the same bounded time.
     pub bearer: moka::future::Cache<String, Arc<Principal>>,
-    /// `iss` + `jti` of back-channel logout tokens already used; a token
-    /// is accepted once (older ones are refused by age anyway).
-    pub logout_jtis: moka::sync::Cache<String, ()>,
     store: Store,
     background: Background,
 }
@@ -217,10 +241,6 @@ impl Sessions {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .support_invalidation_closures()
-                .build(),
-            logout_jtis: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(600))
                 .build(),
             bearer: moka::future::Cache::builder()
                 .max_capacity(100_000)
@@ -303,6 +323,13 @@ impl Sessions {
         for h in hashes {
             self.cache.invalidate(h).await;
         }
+    }
+
+    /// Drops a bearer token from the cache (its session was logged out).
+    pub async fn forget_bearer(&self, token: &str) {
+        self.bearer
+            .invalidate(&hex::encode(crate::util::sha256(token.as_bytes())))
+            .await;
     }
 
     /// Drops every cached session of a user (role change, revocation).

@@ -290,6 +290,12 @@ impl Store {
                     at,
                 )
                 .await?;
+                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
+                    .bind(&identity.sub)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *tx)
+                    .await?;
                 audit.push(AuditEvent::new(
                     at,
                     &actor,
@@ -327,6 +333,12 @@ impl Store {
                     ));
                 }
                 // The IdP's profile is the newest word on email and name.
+                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
+                    .bind(&identity.sub)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(
                     "UPDATE users SET email = COALESCE($1, email), name = COALESCE($2, name), updated_at = $3 WHERE id = $4",
                 )
@@ -508,8 +520,8 @@ impl Store {
     pub async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
         let at = now();
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, idp, subject, sid, id_token, claims, created_at, last_seen_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
+            "INSERT INTO sessions (id_hash, user_id, idp, subject, sid, id_token, claims, created_at, last_seen_at, expires_at, idp_sub) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
@@ -520,6 +532,7 @@ impl Store {
         .bind(json_text(&s.claims))
         .bind(at)
         .bind(s.expires_at)
+        .bind(&s.idp_sub)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -570,12 +583,50 @@ impl Store {
         Ok(())
     }
 
+    /// Ends one session (logout); its ID token is never a bearer
+    /// credential again.
     pub async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
-            .bind(id_hash)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+        let mut tx = self.begin().await?;
+        let ended = end_sessions(
+            &mut tx,
+            sqlx::query(
+                "DELETE FROM sessions WHERE id_hash = $1 RETURNING id_hash, id_token, expires_at",
+            )
+            .bind(id_hash),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(!ended.is_empty())
+    }
+
+    /// Whether a logout ended the ID token with this SHA-256 (hex).
+    pub async fn token_ended(&self, token_hash: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM ended_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Records a back-channel logout token's `iss` and `jti`; `false` when
+    /// any replica recorded them before (a replay).
+    pub async fn first_use_of_logout_token(
+        &self,
+        iss: &str,
+        jti: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO logout_tokens_seen (iss, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(iss)
+        .bind(jti)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Ends the sessions of `(idp, subject)`, only the one IdP session
@@ -588,19 +639,21 @@ impl Store {
         sid: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
         // One statement: exactly the sessions deleted are returned, so the
-        // caller drops exactly those from its cache.
-        let rows = sqlx::query(
-            "DELETE FROM sessions WHERE idp = $1 AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR sid = $3) RETURNING id_hash",
+        // caller drops exactly those from its cache. `subject` is the IdP's
+        // `sub`, whatever claim the user is keyed by.
+        let mut tx = self.begin().await?;
+        let ended = end_sessions(
+            &mut tx,
+            sqlx::query(
+                "DELETE FROM sessions WHERE idp = $1 AND ($2 IS NULL OR idp_sub = $2) AND ($3 IS NULL OR sid = $3) RETURNING id_hash, id_token, expires_at",
+            )
+            .bind(idp)
+            .bind(subject)
+            .bind(sid),
         )
-        .bind(idp)
-        .bind(subject)
-        .bind(sid)
-        .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?)
+        tx.commit().await?;
+        Ok(ended)
     }
 
     pub async fn delete_expired_sessions(&self, at: i64, idle: i64) -> Result<u64, StoreError> {
@@ -609,6 +662,13 @@ impl Store {
             .bind(at - idle)
             .execute(&self.pool)
             .await?;
+        // What these remember is moot once the tokens have expired.
+        for sql in [
+            "DELETE FROM ended_tokens WHERE expires_at <= $1",
+            "DELETE FROM logout_tokens_seen WHERE expires_at <= $1",
+        ] {
+            sqlx::query(sql).bind(at).execute(&self.pool).await?;
+        }
         Ok(done.rows_affected())
     }
 
@@ -822,8 +882,15 @@ impl Store {
             Some(serde_json::to_value(&user).unwrap_or(Value::Null)),
             None,
         ));
+        end_sessions(
+            &mut tx,
+            sqlx::query(
+                "DELETE FROM sessions WHERE user_id = $1 RETURNING id_hash, id_token, expires_at",
+            )
+            .bind(user_id),
+        )
+        .await?;
         for sql in [
-            "DELETE FROM sessions WHERE user_id = $1",
             "DELETE FROM membership_roles WHERE user_id = $1",
             "DELETE FROM memberships WHERE user_id = $1",
             "DELETE FROM identities WHERE user_id = $1",
@@ -979,14 +1046,14 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<String>, StoreError> {
         let mut tx = self.begin().await?;
-        let hashes: Vec<String> =
-            sqlx::query("DELETE FROM sessions WHERE user_id = $1 RETURNING id_hash")
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| r.try_get(0))
-                .collect::<Result<_, _>>()?;
+        let hashes = end_sessions(
+            &mut tx,
+            sqlx::query(
+                "DELETE FROM sessions WHERE user_id = $1 RETURNING id_hash, id_token, expires_at",
+            )
+            .bind(user_id),
+        )
+        .await?;
         let event = AuditEvent::new(
             now(),
             actor,
@@ -1037,6 +1104,30 @@ impl Store {
         .await?;
         Ok(row.try_get(0)?)
     }
+}
+
+/// Runs a `DELETE FROM sessions … RETURNING id_hash, id_token,
+/// expires_at` and records the ended sessions' ID tokens, so that none of
+/// them passes as a bearer token afterwards. Returns the hashed ids ended.
+async fn end_sessions<'q>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    delete: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+) -> Result<Vec<String>, StoreError> {
+    let rows = delete.fetch_all(&mut **tx).await?;
+    let mut hashes = Vec::with_capacity(rows.len());
+    for row in &rows {
+        hashes.push(row.try_get::<String, _>(0)?);
+        if let Some(token) = row.try_get::<Option<String>, _>(1)? {
+            sqlx::query(
+                "INSERT INTO ended_tokens (token_hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(hex::encode(crate::util::sha256(token.as_bytes())))
+            .bind(row.try_get::<i64, _>(2)?)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(hashes)
 }
 
 /// A new user row and its identity at `u.idp`; `match_email` is the

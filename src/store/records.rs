@@ -45,6 +45,9 @@ pub struct NewSession {
     pub user_id: String,
     pub idp: String,
     pub subject: String,
+    /// The IdP's `sub` (the identifier may be another claim), for
+    /// back-channel logout and refresh.
+    pub idp_sub: Option<String>,
     /// The IdP's session id (`sid`), for back-channel logout.
     pub sid: Option<String>,
     /// Kept for the RP-initiated logout's `id_token_hint`.

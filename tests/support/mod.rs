@@ -340,6 +340,7 @@ pub async fn session_cookie(
             user_id: user.to_string(),
             idp: idp.to_string(),
             subject: subject.to_string(),
+            idp_sub: Some(subject.to_string()),
             sid: None,
             id_token: None,
             claims,

@@ -1,0 +1,90 @@
+//! Forward-auth (`/_portcullis/auth`) for nginx `auth_request`, Traefik
+//! `forwardAuth` and Caddy `forward_auth`: the proxy in front describes the
+//! original request in `X-Forwarded-*` headers; the gateway judges it with
+//! the same [`Gateway::decide`] as a proxied request and answers 200 with
+//! the identity headers, 401 or 403. Nothing is proxied.
+
+use pingora::prelude::*;
+
+use super::decide::Decision;
+use super::{Gateway, RequestCtx, headers, respond};
+use crate::authz::{self, forwarded};
+use crate::login;
+use crate::page::Reply;
+
+impl Gateway {
+    pub(super) async fn forward_auth(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let runtime = ctx.runtime.clone();
+        let config = &runtime.config;
+        if !headers::is_trusted(ctx.peer, &config.server.trusted_proxies) {
+            let reply = Reply::new(
+                403,
+                "untrusted_proxy",
+                "Not allowed",
+                "Forward-auth answers only proxies listed in server.trusted_proxies.",
+            );
+            respond::send(session, &reply).await?;
+            return Ok(true);
+        }
+        let original = match forwarded::read(&session.req_header().headers) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!(error = %e, "forward-auth request refused");
+                respond::send(session, &Reply::bad_request(e.to_string())).await?;
+                return Ok(true);
+            }
+        };
+        ctx.host = original.host.clone();
+        let judged = match authz::judge(&runtime.routes, &original.host, &original.target) {
+            Ok(Some(j)) => j,
+            Ok(None) => {
+                respond::send(session, &Reply::unknown_host()).await?;
+                return Ok(true);
+            }
+            Err(e) => {
+                respond::send(session, &Reply::bad_request(e.to_string())).await?;
+                return Ok(true);
+            }
+        };
+        ctx.route = Some(judged.route.clone());
+        ctx.target = Some(original.target.clone());
+        let decision = self.decide(session.req_header(), &runtime, &judged).await;
+        let reply = match &decision {
+            Decision::Public => {
+                respond::ok_with(session, vec![]).await?;
+                return Ok(true);
+            }
+            Decision::Allowed(p) => {
+                let jwt = self.assertion(config, p, &original.host, &judged.route);
+                let values = headers::identity_headers(
+                    &config.identity_headers,
+                    &judged.route,
+                    p,
+                    jwt.as_deref(),
+                );
+                respond::ok_with(session, values).await?;
+                return Ok(true);
+            }
+            Decision::Unauthenticated => {
+                let url = format!(
+                    "{}://{}{}",
+                    original.scheme,
+                    original.authority,
+                    original.target.path_and_query()
+                );
+                Reply::unauthenticated("This route needs a session.")
+                    .with_link(login::login_link(config, &url), "Sign in")
+            }
+            refused => match refused.refusal(&runtime) {
+                Some(reply) => reply,
+                None => Reply::unauthenticated("This route needs a session."),
+            },
+        };
+        respond::send(session, &reply).await?;
+        Ok(true)
+    }
+}
