@@ -8,6 +8,8 @@ pub mod assertion;
 pub mod authz;
 pub mod config;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod login;
 pub mod metrics;
 pub mod oidc;

@@ -102,7 +102,7 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     let mut rd = safe_redirect(rd_param.as_deref(), &runtime.routes);
     let on_public_host = runtime.public_host.as_deref() == Some(req.host);
     if rd.len() > login_state::MAX_RD_BYTES {
-        rd = first_page(&rd, runtime);
+        rd = first_page(&rd, req.host, runtime);
     }
     if rd.starts_with('/') && !on_public_host {
         // A path is relative to the host the login began on.
@@ -188,19 +188,25 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
 
 /// For a deep link too long to keep through a login: the first page of
 /// the route it points into (`path_prefix` on the same origin).
-fn first_page(rd: &str, runtime: &Runtime) -> String {
-    let Ok(url) = url::Url::parse(rd) else {
-        // A relative path: the route of the host the login began on is
-        // not known here, so its root.
-        return "/".into();
+fn first_page(rd: &str, login_host: &str, runtime: &Runtime) -> String {
+    let prefix = |host: &str, path: &str| {
+        runtime
+            .routes
+            .lookup(host, path)
+            .map(|r| r.path_prefix.clone())
+            .unwrap_or_else(|| "/".into())
     };
-    let host = url.host_str().and_then(crate::authz::normalize_host);
-    let prefix = host
-        .as_deref()
-        .and_then(|h| runtime.routes.lookup(h, url.path()))
-        .map(|r| r.path_prefix.as_str())
-        .unwrap_or("/");
-    format!("{}{prefix}", url.origin().ascii_serialization())
+    match url::Url::parse(rd) {
+        Ok(url) => {
+            let host = url.host_str().and_then(crate::authz::normalize_host);
+            let first = host
+                .map(|h| prefix(&h, url.path()))
+                .unwrap_or_else(|| "/".into());
+            format!("{}{first}", url.origin().ascii_serialization())
+        }
+        // A path on the host the login began on.
+        Err(_) => prefix(login_host, rd.split(['?', '#']).next().unwrap_or("/")),
+    }
 }
 
 fn idp_unavailable(shared: &Shared, idp: &IdentityProvider, e: &OidcError) -> Answer {

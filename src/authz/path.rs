@@ -204,9 +204,10 @@ pub fn under_prefix(path: &str, prefix: &str) -> bool {
     }
 }
 
-/// [`under_prefix`] comparing ASCII letters without case: a protected
-/// prefix `/admin` also covers `/ADMIN/users`, which case-insensitive
-/// servers serve as `/admin/users`.
+/// [`under_prefix`] for protected prefixes, as generous as any server
+/// behind may be: ASCII letters compare without case (`/ADMIN/users` is
+/// `/admin/users` to a case-insensitive server) and `;` ends a segment
+/// like `/` (`/admin;jsessionid=1` is `/admin` to a servlet container).
 pub fn under_prefix_ignoring_case(path: &str, prefix: &str) -> bool {
     let (p, x) = (path.as_bytes(), prefix.as_bytes());
     if x == b"/" {
@@ -216,7 +217,7 @@ pub fn under_prefix_ignoring_case(path: &str, prefix: &str) -> bool {
     if let Some(stem) = x.strip_suffix(b"/") {
         return starts(x) || p.eq_ignore_ascii_case(stem);
     }
-    starts(x) && (p.len() == x.len() || p[x.len()] == b'/')
+    starts(x) && (p.len() == x.len() || matches!(p[x.len()], b'/' | b';'))
 }
 
 #[cfg(test)]

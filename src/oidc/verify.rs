@@ -278,15 +278,27 @@ fn check_azp(claims: &Value, expect: &Expect<'_>) -> Result<(), VerifyError> {
     }
 }
 
-/// A string field of a JWT's header (`part` 0) or payload (`part` 1),
-/// read without verification: only to choose how to verify, or to name
-/// what was refused.
-pub fn unverified_field(token: &str, part: usize, name: &str) -> Option<String> {
+/// A JWT's header (`part` 0) or payload (`part` 1), read without
+/// verification: only to choose how to verify, or to name what was
+/// refused, never to trust it.
+fn unverified_part(token: &str, part: usize) -> Option<Value> {
     use base64::Engine;
     let segment = token.split('.').nth(part)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(segment.trim_end_matches('='))
         .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get(name).and_then(Value::as_str).map(str::to_string)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// A JWT's payload, unverified (see [`unverified_part`]).
+pub fn unverified_payload(token: &str) -> Option<Value> {
+    unverified_part(token, 1)
+}
+
+/// A string field of a JWT's header or payload, unverified.
+pub fn unverified_field(token: &str, part: usize, name: &str) -> Option<String> {
+    unverified_part(token, part)?
+        .get(name)
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }

@@ -84,16 +84,20 @@ fn header_bytes(req: &pingora::http::RequestHeader) -> usize {
 /// `Host` headers are refused.
 fn request_host(req: &pingora::http::RequestHeader) -> Result<(String, String), &'static str> {
     let mut hosts = req.headers.get_all("host").iter();
+    let target = req.uri.authority().map(|a| a.as_str());
     let raw = match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => return Err("more than one Host header"),
         (Some(h), None) => h.to_str().map_err(|_| "the Host header is not text")?,
-        (None, _) => req
-            .uri
-            .authority()
-            .map(|a| a.as_str())
-            .ok_or("no Host header")?,
+        (None, _) => target.ok_or("no Host header")?,
     };
     let host = authz::normalize_host(raw).ok_or("the Host header is not a host name")?;
+    // An absolute-form target names its host too (RFC 9112 3.2.2): the
+    // two must agree, or the app behind could be asked about another.
+    if let Some(t) = target
+        && authz::normalize_host(t).as_deref() != Some(host.as_str())
+    {
+        return Err("the request target names another host than the Host header");
+    }
     Ok((host, raw.trim().to_string()))
 }
 
