@@ -148,6 +148,30 @@ fn base_is_valid_and_compiled() {
 fn each_error_names_its_place() {
     let cases: Vec<(String, &str, &str)> = vec![
         (
+            edit(
+                "    org: home-lab\n    allow_roles",
+                "    path_prefix: \"/admin;x\"\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].path_prefix",
+            "must not contain ;",
+        ),
+        (
+            edit(
+                "    org: home-lab\n    allow_roles",
+                "    path_prefix: \"/a/../admin\"\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].path_prefix",
+            "is not a normalized path; write \"/admin\"",
+        ),
+        (
+            edit(
+                "    org: home-lab\n    allow_roles",
+                "    public_paths: [\"/api//health\"]\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].public_paths[0]",
+            "is not a normalized path",
+        ),
+        (
             edit("${AUTHENTIK_SECRET}", "${NOT_SET_ANYWHERE}"),
             "identity_providers[0].client_secret",
             "environment variable NOT_SET_ANYWHERE is not set",
@@ -435,6 +459,25 @@ fn dollar_dollar_escapes_and_warnings() {
             .iter()
             .any(|w| w.path == "identity_providers[1].issuer")
     );
+}
+
+#[test]
+fn check_warns_about_identifiers_other_than_sub() {
+    let c = load(&edit(
+        "    client_secret: \"${AUTHENTIK_SECRET}\"",
+        "    client_secret: \"${AUTHENTIK_SECRET}\"\n    identifier: email",
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.path == "identity_providers[0].identifier"
+                && w.message.contains("not the IdP's sub")),
+        "{:?}",
+        c.warnings
+    );
+    let c = load(BASE).unwrap();
+    assert!(!c.warnings.iter().any(|w| w.path.ends_with(".identifier")));
 }
 
 #[test]

@@ -453,7 +453,9 @@ async fn backchannel_logout_tokens_are_verified() {
 
 #[tokio::test]
 async fn an_idp_down_at_start_gives_502_until_it_answers() {
-    let port = free_port();
+    // Bound and not listening: refused until the IdP takes this socket.
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let gw = gateway(&format!("http://127.0.0.1:{port}")).await;
     let b = Browser::new();
     let login = format!(
@@ -491,7 +493,7 @@ async fn an_idp_down_at_start_gives_502_until_it_answers() {
     let r = get(gw.http, "localhost", "/x", &[&cookie]).await;
     assert_eq!(r.status, 200);
     // The IdP comes up: logins work again (after the short back-off).
-    let _rogue = Rogue::start_on(port).await;
+    let _rogue = Rogue::serve(reserved.listen());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let page = b.get(&login).await;

@@ -11,6 +11,8 @@ struct Upstreams {
     a: std::net::SocketAddr,
     b: std::net::SocketAddr,
     c: std::net::SocketAddr,
+    /// Held bound and not listening for the test's life: refuses.
+    dead: Reserved,
 }
 
 async fn upstreams() -> Upstreams {
@@ -18,6 +20,7 @@ async fn upstreams() -> Upstreams {
         a: start_echo("a").await,
         b: start_echo("b").await,
         c: start_echo("c").await,
+        dead: Reserved::new(),
     }
 }
 
@@ -64,7 +67,7 @@ routes:
 }
 
 async fn gateway(u: &Upstreams) -> Gateway {
-    Gateway::start(&config_with(&routes(u, free_port()))).await
+    Gateway::start(&config_with(&routes(u, u.dead.port()))).await
 }
 
 fn upstream_of(r: &RawResponse) -> String {
@@ -236,7 +239,7 @@ async fn client_identity_headers_never_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxy_keeps_forwarded_for() {
     let u = upstreams().await;
-    let config = config_with(&routes(&u, free_port())).replace(
+    let config = config_with(&routes(&u, u.dead.port())).replace(
         "  grace_period: 5s",
         "  grace_period: 5s\n  trusted_proxies: [\"127.0.0.0/8\"]",
     );
@@ -362,7 +365,7 @@ async fn https_listener_serves_with_the_configured_certificate() {
     let cert = rcgen::generate_simple_self_signed(vec!["app.test".to_string()]).unwrap();
     let cert_pem = cert.cert.pem();
     let key_pem = cert.signing_key.serialize_pem();
-    let config = config_with(&routes(&u, free_port())).replace(
+    let config = config_with(&routes(&u, u.dead.port())).replace(
         "  grace_period: 5s",
         "  grace_period: 5s\n  tls:\n    listen: \"127.0.0.1:{tls}\"\n    cert: \"{dir}/tls.crt\"\n    key: \"{dir}/tls.key\"",
     );

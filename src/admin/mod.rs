@@ -59,7 +59,55 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         vec![utoipa::openapi::HttpMethod::Get],
         op,
     );
+    document_common_answers(&mut doc);
     doc
+}
+
+/// The answers any call can get, whatever its handler: 401 from the token
+/// check, 400 for a query or body that does not parse, 503 when the store
+/// is down, and for calls with a body 413 (over 64 KiB) and 415 (not
+/// JSON). Listed on every operation so that the document says what is
+/// answered (schemathesis checks it in the suite).
+fn document_common_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |what: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in ops.into_iter().flatten() {
+            let with_body = op.request_body.is_some();
+            let mut add = |code: &str, what: &str| {
+                op.responses
+                    .responses
+                    .entry(code.to_string())
+                    .or_insert_with(|| error(what));
+            };
+            add("400", "The query or body does not parse");
+            add("401", "No admin token, or not one of admin.tokens");
+            add("503", "The store cannot be reached; nothing was changed");
+            if with_body {
+                add("413", "The body is over 64 KiB");
+                add("415", "The body is not application/json");
+            }
+        }
+    }
 }
 
 /// Checks `Authorization: Bearer <token>` against `admin.tokens` in

@@ -17,6 +17,12 @@ impl Idp {
     /// Starts the providers described by `providers` (see
     /// tests/idp/server.mjs) and waits for them to listen.
     pub fn start(providers: Value) -> Idp {
+        Self::try_start(providers).unwrap_or_else(|line| panic!("the IdP did not start: {line:?}"))
+    }
+
+    /// [`Idp::start`], or what the IdP said instead of `ready` (a port
+    /// taken since it was picked: the caller tries fresh ones).
+    pub fn try_start(providers: Value) -> Result<Idp, String> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -37,13 +43,17 @@ impl Idp {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert!(line.starts_with("ready"), "the IdP did not start: {line:?}");
+        if !line.starts_with("ready") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(line);
+        }
         let ports = line
             .split_whitespace()
             .skip(1)
             .map(|p| p.parse().unwrap())
             .collect();
-        Idp { child, ports }
+        Ok(Idp { child, ports })
     }
 }
 

@@ -14,11 +14,75 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// A loopback port picked for a process that binds it itself. It may be
+/// taken by the time that process binds: callers retry with a fresh one
+/// (the gateway exits 2, the IdP never says ready), and readiness is
+/// judged by who owns the socket, never by a connection succeeding.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// A loopback port held bound but not listening for as long as the value
+/// lives: connections to it are refused (a dead upstream, an IdP that is
+/// down), and nobody else can take it. [`Reserved::listen`] hands the
+/// same socket over to a server when the test wants it up.
+pub struct Reserved(socket2::Socket);
+
+impl Reserved {
+    pub fn new() -> Reserved {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        Reserved(s)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().as_socket().unwrap().port()
+    }
+
+    /// Starts listening on the reserved port: a tokio listener for a server.
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(128).unwrap();
+        self.0.set_nonblocking(true).unwrap();
+        tokio::net::TcpListener::from_std(self.0.into()).unwrap()
+    }
+}
+
+impl Default for Reserved {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether process `pid` holds the socket listening on loopback `port`
+/// (from /proc: the listening socket's inode among the process's fds).
+pub fn owns_listener(pid: u32, port: u16) -> bool {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let local_port = f.get(1)?.rsplit(':').next()?;
+                // State 0A is LISTEN.
+                (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
+                    .then(|| f.get(9).map(|s| s.to_string()))?
+            })
+        });
+    let Some(inode) = inode else {
+        return false;
+    };
+    let wanted = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.filter_map(Result::ok).any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted)
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Starts the echo upstream on an ephemeral loopback port.
@@ -151,7 +215,11 @@ impl Gateway {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Err(status.code());
             }
-            if targets.iter().all(|a| TcpStream::connect(a).is_ok()) {
+            // Our process, not whoever else may hold a port picked for it.
+            let pid = self.pid();
+            if targets.iter().all(|a| owns_listener(pid, a.port()))
+                && targets.iter().all(|a| TcpStream::connect(a).is_ok())
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -62,6 +62,11 @@ impl Rogue {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
+        Self::serve(listener)
+    }
+
+    /// Serves on a listener the test bound beforehand.
+    pub fn serve(listener: tokio::net::TcpListener) -> Rogue {
         let addr = listener.local_addr().unwrap();
         let rogue = Rogue {
             addr,
