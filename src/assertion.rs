@@ -35,7 +35,7 @@ pub async fn shared_signer(
     store: &crate::store::Store,
     secret: &[u8],
 ) -> Result<Signer, AssertionError> {
-    use crate::session::sealed::{self, Purpose};
+    use crate::sealed::{self, Purpose};
     let fresh = Signer::generate()?;
     let sealed_fresh = StoredKey {
         kid: fresh.kid.clone(),

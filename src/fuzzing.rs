@@ -129,7 +129,8 @@ pub fn decision(data: &[u8]) {
             assert!(public, "{view:?} judged public on route {}", route.name);
         }
     }
-    if host == "app.example.com" && authz::path::under_prefix_ignoring_case(&target.path, "/admin")
+    if host == "app.example.com"
+        && crate::request::path::under_prefix_ignoring_case(&target.path, "/admin")
     {
         assert_eq!(
             judged.route.name, "admin",
@@ -222,7 +223,7 @@ pub fn forwarded(data: &[u8]) {
         };
         headers.append(n, v);
     }
-    if let Ok(f) = authz::forwarded::read(&headers) {
+    if let Ok(f) = crate::request::forwarded::read(&headers) {
         assert!(f.target.path.starts_with('/'));
         assert_eq!(
             authz::normalize_host(&f.host).as_deref(),

@@ -13,9 +13,9 @@ use crate::authz::RouteTable;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::oidc::Oidc;
-use crate::proxy::upstream::UpstreamSet;
 use crate::session::Sessions;
 use crate::store::Store;
+use crate::upstream::UpstreamSet;
 
 /// One generation of configuration, with everything derived from it.
 /// Requests take an `Arc` to the generation current when they start and

@@ -349,7 +349,7 @@ async fn userinfo_logout_and_revocation_elsewhere() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        json!({"id": w.user, "idp": "authentik", "subject": "alice-sub",
+        json!({"id": w.user, "idp": "authentik", "subject": "alice-sub", "email_verified": true,
                "email": "alice@example.com", "name": "Alice Example",
                "memberships": [{"org": "home-lab", "roles": ["Member", "Viewer"]}]})
     );

@@ -15,7 +15,10 @@ fn every_corpus_replays_without_a_broken_property() {
             .collect();
         assert!(!entries.is_empty(), "corpus {target} is empty");
         for file in entries {
-            let data = std::fs::read(&file).unwrap();
+            // `./dev fuzz` may be growing or minimizing this corpus right now.
+            let Ok(data) = std::fs::read(&file) else {
+                continue;
+            };
             let outcome = std::panic::catch_unwind(|| check(&data));
             assert!(
                 outcome.is_ok(),

@@ -7,8 +7,8 @@ mod support;
 
 use std::path::Path;
 
-use portcullis::accounts::provision_login;
 use portcullis::config::{Config, Environment, StoreKind};
+use portcullis::login::provision::provision_login;
 use portcullis::provision::{Membership, MembershipSource, Outcome};
 use portcullis::store::{AuditFilter, NewSession, NewUser, Store, StoredKey};
 use serde_json::{Value, json};

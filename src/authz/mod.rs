@@ -1,15 +1,13 @@
 //! Route matching and route policy. Pure: no I/O, no pingora types.
 
-pub mod forwarded;
-pub mod path;
 pub mod policy;
 pub mod redirect;
 pub mod routes;
 
-pub use path::{PathError, Target, parse_target, under_prefix};
+pub use crate::request::{PathError, Target, normalize_host, parse_target, under_prefix};
 pub use policy::{Denied, authorize};
 pub use redirect::safe_redirect;
-pub use routes::{RouteTable, normalize_host};
+pub use routes::RouteTable;
 
 use std::sync::Arc;
 

@@ -4,38 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::path::{under_prefix, under_prefix_ignoring_case};
 use crate::config::{HostPattern, Route};
-
-/// Host as routes compare it: lower-case, no port, no trailing dot.
-/// `None` when the value cannot be a host name.
-pub fn normalize_host(raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal, optionally with a port.
-        let end = rest.find(']')?;
-        let tail = &rest[end + 1..];
-        if !(tail.is_empty() || (tail.starts_with(':') && tail[1..].parse::<u16>().is_ok())) {
-            return None;
-        }
-        return Some(format!("[{}]", rest[..end].to_ascii_lowercase()));
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.parse::<u16>().is_ok() || port.is_empty() => h,
-            Some(_) => return None,
-            None => raw,
-        }
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
-}
+use crate::request::path::{under_prefix, under_prefix_ignoring_case};
 
 #[derive(Debug, Default)]
 pub struct RouteTable {
@@ -115,29 +85,5 @@ impl RouteTable {
             }
         }
         best.map(|(r, _)| r)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_normalization_table() {
-        for (raw, expected) in [
-            ("Example.COM", Some("example.com")),
-            ("example.com.", Some("example.com")),
-            ("example.com:8080", Some("example.com")),
-            ("example.com.:443", Some("example.com")),
-            ("[::1]:8080", Some("[::1]")),
-            ("127.0.0.1:80", Some("127.0.0.1")),
-            ("", None),
-            ("exa mple.com", None),
-            ("example.com:abc", None),
-            ("a/b", None),
-            ("evil.com\r\nx", None),
-        ] {
-            assert_eq!(normalize_host(raw).as_deref(), expected, "{raw:?}");
-        }
     }
 }

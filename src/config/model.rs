@@ -494,7 +494,7 @@ impl Validator<'_> {
                 "must not contain ; (servers read it as path parameters)",
             );
         } else {
-            match crate::authz::path::normalize_path(p.as_bytes()) {
+            match crate::request::path::normalize_path(p.as_bytes()) {
                 Ok(n) if n == p || n == format!("{p}/") => {}
                 Ok(n) => self.err(place, format!("is not a normalized path; write {n:?}")),
                 Err(e) => self.err(place, format!("is not a valid path: {e}")),

@@ -133,7 +133,7 @@ pub fn run() -> anyhow::Result<()> {
     let client = idp::Client {
         id: "portcullis-demo".into(),
         secret: client_secret.clone(),
-        redirect_uri: format!("http://localhost:{http}/_portcullis/callback"),
+        redirect_uri: format!("http://localhost:{http}{}", crate::paths::CALLBACK),
         post_logout_redirect_uri: format!("http://localhost:{http}/"),
     };
     let idp_addr = spawn_server(move |l| idp::serve(l, client))?;
@@ -158,8 +158,14 @@ pub fn run() -> anyhow::Result<()> {
     println!("    alice (Admin), bob (Member), carol (Partners, just in time), dave (refused).");
     println!("  Also try        http://localhost:{http}/admin     (Admin only)");
     println!("                  http://localhost:{http}/partners  (Partners only)");
-    println!("                  http://localhost:{http}/_portcullis/userinfo");
-    println!("                  http://localhost:{http}/_portcullis/logout");
+    println!(
+        "                  http://localhost:{http}{}",
+        crate::paths::USERINFO
+    );
+    println!(
+        "                  http://localhost:{http}{}",
+        crate::paths::LOGOUT
+    );
     println!("  A forged identity header never reaches the app:");
     println!("    curl -H 'X-Auth-Email: evil@example.com' http://localhost:{http}/public/");
     println!("  Metrics         http://127.0.0.1:{admin}/metrics");

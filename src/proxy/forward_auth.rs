@@ -8,9 +8,10 @@ use pingora::prelude::*;
 
 use super::decide::Decision;
 use super::{Gateway, RequestCtx, headers, respond};
-use crate::authz::{self, forwarded};
+use crate::authz;
 use crate::login;
 use crate::page::Reply;
+use crate::request::forwarded;
 
 impl Gateway {
     pub(super) async fn forward_auth(

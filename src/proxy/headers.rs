@@ -114,6 +114,41 @@ pub fn set_forwarded(
     }
 }
 
+/// The request as it goes upstream: client identity headers removed,
+/// `X-Forwarded-*` set, the session cookie removed unless the route passes
+/// it, the identity headers of an authenticated request set, and the path
+/// the policy judged.
+pub(super) fn prepare_upstream(
+    upstream: &mut RequestHeader,
+    ctx: &super::RequestCtx,
+    assertion: Option<&str>,
+) -> pingora::Result<()> {
+    let config = &ctx.runtime.config;
+    strip_identity_headers(upstream, &ctx.runtime.identity_header_names);
+    let trusted = is_trusted(ctx.peer, &config.server.trusted_proxies);
+    let proto = if ctx.tls { "https" } else { "http" };
+    set_forwarded(upstream, ctx.peer, trusted, proto, &ctx.authority);
+    if let Some(route) = &ctx.route
+        && !route.pass_cookie
+    {
+        strip_cookie(upstream, &config.session.cookie_name);
+    }
+    if let (Some(route), Some(p)) = (&ctx.route, &ctx.principal) {
+        set_identity(upstream, &config.identity_headers, route, p, assertion);
+    }
+    if let Some(target) = &ctx.target {
+        // The upstream sees the same path that the policy judged.
+        let uri = target.path_and_query().parse::<http::Uri>().map_err(|_| {
+            pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "normalized path is not a URI",
+            )
+        })?;
+        upstream.set_uri(uri);
+    }
+    Ok(())
+}
+
 /// Sets a header if the value can be sent; a value with CR, LF or other
 /// bytes not allowed in a header is left out and logged.
 pub fn set_header(req: &mut RequestHeader, name: &str, value: &str) -> bool {

@@ -127,3 +127,48 @@ pub async fn answer(session: &mut Session, answer: crate::login::Answer) -> Resu
         Answer::Empty { status } => write(session, status, &[], None).await,
     }
 }
+
+/// A request that failed after it was admitted (upstream down, a read
+/// error): the 502 page for an upstream, 400 for what the client sent,
+/// nothing for a client that hung up.
+pub(super) async fn failure(
+    session: &mut Session,
+    e: &Error,
+    ctx: &super::RequestCtx,
+) -> pingora::proxy::FailToProxy {
+    let code = match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    };
+    if code > 0 && session.response_written().is_none() {
+        let reply = match code {
+            502 => {
+                let route = ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("");
+                tracing::warn!(route, upstream = ?ctx.upstream, error = %e, "upstream unavailable");
+                Reply::upstream_unavailable()
+            }
+            400 => Reply::bad_request("The request could not be read."),
+            431 => Reply::headers_too_large(super::MAX_REQUEST_HEADER_BYTES),
+            code => Reply::new(
+                code,
+                "gateway_error",
+                "Gateway error",
+                "The gateway could not complete this request.",
+            ),
+        };
+        if let Err(err) = send(session, &reply).await {
+            tracing::debug!(error = %err, "error response could not be written");
+        }
+    }
+    pingora::proxy::FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
+}

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sealed::{self, Purpose};
+use crate::sealed::{self, Purpose};
 
 use crate::config::Config;
 
@@ -144,7 +144,8 @@ fn cookie_line(config: &Config, name: &str, value: &str, max_age: i64) -> String
         ""
     };
     format!(
-        "{name}={value}; Path=/_portcullis/callback; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+        "{name}={value}; Path={}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        crate::paths::CALLBACK
     )
 }
 

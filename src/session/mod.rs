@@ -5,7 +5,6 @@
 
 pub mod cookie;
 pub mod login_state;
-pub mod sealed;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 
 use http::HeaderMap;
 
+use super::host::normalize_host;
 use super::path::{Target, parse_target};
-use super::routes::normalize_host;
 
 /// The request forward-auth is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
