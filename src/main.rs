@@ -149,6 +149,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// What the store named in `config` says for a dry run: the JIT rules in
+/// force, and the user these claims name (`--existing-user`; a user not in
+/// the store is planned as existing with no memberships). A store that
+/// does not exist yet contributes nothing; one that cannot be read is an
+/// error, since the plan would not be what a login does.
+fn stored_context(
+    config: &Config,
+    idp: &portcullis::config::IdentityProvider,
+    claims: &serde_json::Value,
+    existing_user: bool,
+) -> Result<
+    (
+        portcullis::provision::JitTable,
+        Option<portcullis::provision::ExistingUser>,
+    ),
+    String,
+> {
+    use portcullis::login::provision::{existing, jit_in_force};
+    use portcullis::provision;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let store = portcullis::store::Store::open_to_read(&config.store.url, config.store.kind.clone())
+            .await
+            .map_err(|e| format!("the store cannot be read ({e}); nothing was planned"))?;
+        let Some(store) = store else {
+            eprintln!("portcullis explain: the store does not exist yet: only the file's rules apply");
+            let none = existing_user.then(provision::ExistingUser::default);
+            return Ok((provision::jit_from_config(config), none));
+        };
+        let jit = jit_in_force(&store, config).await.map_err(|e| e.to_string())?;
+        if !existing_user {
+            return Ok((jit, None));
+        }
+        let identity = provision::identity_from_claims(idp, claims).map_err(|e| e.to_string())?;
+        let user = store
+            .user_by_identity(&idp.id, &identity.subject)
+            .await
+            .map_err(|e| e.to_string())?;
+        let found = match user {
+            Some(u) => existing(&u, &idp.id),
+            None => {
+                eprintln!(
+                    "portcullis explain: no user ({}, {}) in the store: planned as existing with no memberships",
+                    idp.id, identity.subject
+                );
+                provision::ExistingUser::default()
+            }
+        };
+        Ok((jit, Some(found)))
+    })
+}
+
 fn explain(
     config_path: &std::path::Path,
     idp: &str,
@@ -181,8 +236,15 @@ fn explain(
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    let existing = existing_user.then(provision::ExistingUser::default);
-    let jit = provision::jit_from_config(&config);
+    // The same inputs a login would have: the JIT entries the management
+    // API added, and with --existing-user the user's stored memberships.
+    let (jit, existing) = match stored_context(&config, provider, &claims, existing_user) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("portcullis explain: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     match provision::plan(&config, provider, &claims, existing.as_ref(), &jit) {
         Ok(plan) if json => {
             println!(

@@ -681,3 +681,99 @@ fn explain_command_prints_the_same_plan() {
     let out = explain(&["--no-such-flag"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `explain` plans with what a login would see: the JIT entries added
+/// through the management API, and with `--existing-user` the user's
+/// stored memberships.
+#[tokio::test]
+async fn explain_command_reads_the_store_like_a_login() {
+    use portcullis::config::StoreKind;
+    use portcullis::store::{JitList, NewUser, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/portcullis.db", dir.path().display());
+    let yaml = format!(
+        r#"server: {{listen: "127.0.0.1:1", public_url: "https://auth.example.com"}}
+session: {{secret: "0123456789abcdef0123456789abcdef"}}
+store: {{url: "{db}"}}
+identity_providers:
+  - {{id: corp-idp, issuer: "https://sso.example.com/", client_id: portcullis}}
+organizations:
+  - id: corp
+    roles: [{{name: Admin}}, {{name: Member}}]
+    jit: {{default_roles: [Member]}}
+  - id: ops
+    roles: [{{name: Member}}]
+"#
+    );
+    let config_path = dir.path().join("portcullis.yaml");
+    std::fs::write(&config_path, yaml).unwrap();
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        json!({"sub": "ann", "email": "ann@added.example", "email_verified": true}).to_string(),
+    )
+    .unwrap();
+    let explain = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["explain", "--json", "--idp", "corp-idp", "--config"])
+            .arg(&config_path)
+            .arg("--claims")
+            .arg(&claims)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    // No store yet: the file alone, and no file is created by a dry run.
+    assert_eq!(explain(&[])["outcome"]["outcome"], "no_membership");
+    assert!(!dir.path().join("portcullis.db").exists());
+
+    let store = Store::open(&db, StoreKind::Sqlite).await.unwrap();
+    store
+        .jit_add(
+            "corp",
+            JitList::EmailDomains,
+            &["added.example".into()],
+            "token:0",
+        )
+        .await
+        .unwrap();
+    let plan = explain(&[]);
+    assert_eq!(plan["outcome"]["outcome"], "allowed", "{plan}");
+    assert_eq!(plan["memberships"][0]["org"], "corp");
+    assert_eq!(plan["memberships"][0]["source"], "jit");
+
+    store
+        .create_user(
+            &NewUser {
+                idp: "corp-idp".into(),
+                subject: Some("ann".into()),
+                email: Some("ann@added.example".into()),
+                name: None,
+                memberships: vec![Membership {
+                    org: "ops".into(),
+                    roles: vec!["Member".into()],
+                    source: MembershipSource::Manual,
+                }],
+            },
+            "token:0",
+        )
+        .await
+        .unwrap();
+    let plan = explain(&["--existing-user"]);
+    // An existing user: no email-domain JIT, the manual membership kept.
+    assert_eq!(plan["new_user"], false);
+    assert_eq!(plan["outcome"]["outcome"], "allowed", "{plan}");
+    let orgs: Vec<(&str, &str)> = plan["memberships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["org"].as_str().unwrap(), m["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(orgs, vec![("ops", "manual")]);
+}

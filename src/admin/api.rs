@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, Body, ErrorBody};
 use crate::config::{Config, Organization};
-use crate::provision::{self, ExistingUser, Membership};
+use crate::provision::{self, Membership};
 use crate::state::Shared;
 use crate::store::{AuditEvent, AuditFilter, JitList, NewUser, SessionSummary, User};
 
@@ -977,23 +977,19 @@ async fn explain(
             ApiError::unprocessable(format!("{:?} is not an identity provider", body.idp))
         })?;
     let existing = match &body.existing_user_id {
-        Some(id) => {
-            let user = load_user(&shared, id).await?;
-            Some(ExistingUser {
-                identity_is_new: !user
-                    .identities
-                    .iter()
-                    .any(|i| i.idp == idp.id && i.subject.is_some()),
-                memberships: user.memberships,
-            })
-        }
+        Some(id) => Some(crate::login::provision::existing(
+            &load_user(&shared, id).await?,
+            &idp.id,
+        )),
         None => None,
     };
-    let api = shared
+    let in_force = config.clone();
+    let jit = shared
         .sessions
-        .with_store(|s| async move { s.api_jit().await })
+        .with_store(
+            move |s| async move { crate::login::provision::jit_in_force(&s, &in_force).await },
+        )
         .await?;
-    let jit = provision::merge_jit(&provision::jit_from_config(&config), &api);
     let plan = provision::plan(&config, &idp, &body.claims, existing.as_ref(), &jit)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(serde_json::to_value(&plan).unwrap_or(Value::Null)))

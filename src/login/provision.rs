@@ -6,8 +6,31 @@ use serde_json::Value;
 
 use crate::config::{Config, IdentityProvider};
 use crate::metrics::{DecisionLabels, Metrics, PolicyErrorLabels};
-use crate::provision::{self, Outcome, Plan};
-use crate::store::{AppliedLogin, Store, StoreError};
+use crate::provision::{self, ExistingUser, JitTable, Outcome, Plan};
+use crate::store::{AppliedLogin, Store, StoreError, User};
+
+/// The just-in-time rules in force: the file's, with what the management
+/// API added to the store. What a login applies, and what `explain` shows.
+pub async fn jit_in_force(store: &Store, config: &Config) -> Result<JitTable, StoreError> {
+    let api = store.api_jit().await?;
+    Ok(provision::merge_jit(
+        &provision::jit_from_config(config),
+        &api,
+    ))
+}
+
+/// What a plan needs to know of a stored user logging in through `idp`:
+/// their memberships, and whether this identity is new to them (a user
+/// pre-provisioned without a subject there).
+pub fn existing(user: &User, idp: &str) -> ExistingUser {
+    ExistingUser {
+        identity_is_new: !user
+            .identities
+            .iter()
+            .any(|i| i.idp == idp && i.subject.is_some()),
+        memberships: user.memberships.clone(),
+    }
+}
 
 pub async fn provision_login(
     store: &Store,

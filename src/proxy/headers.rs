@@ -253,21 +253,27 @@ pub fn strip_cookie(req: &mut RequestHeader, cookie_name: &str) {
     let Some(all) = joined_bytes(req, "cookie") else {
         return;
     };
-    let kept: Vec<&[u8]> = all
-        .split(|&b| b == b';')
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-        .filter(|c| crate::session::cookie::name_of(c) != cookie_name.as_bytes())
-        .collect();
     req.remove_header("cookie");
-    if !kept.is_empty() {
-        match http::HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+    if let Some(kept) = without_cookie(&all, cookie_name) {
+        match http::HeaderValue::from_bytes(&kept) {
             Ok(v) => {
                 let _ = req.insert_header("cookie", v);
             }
             Err(_) => tracing::warn!("cookie header not allowed in HTTP; left out"),
         }
     }
+}
+
+/// A `Cookie` header's bytes without any cookie named `cookie_name`;
+/// `None` when nothing is left.
+pub fn without_cookie(all: &[u8], cookie_name: &str) -> Option<Vec<u8>> {
+    let kept: Vec<&[u8]> = all
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .filter(|c| crate::session::cookie::name_of(c) != cookie_name.as_bytes())
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(&b"; "[..]))
 }
 
 #[cfg(test)]

@@ -150,6 +150,35 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens an existing store to read it (`explain`, `plan`): never
+    /// creates a SQLite file and never migrates; `Ok(None)` when the
+    /// SQLite file does not exist.
+    pub async fn open_to_read(url: &str, kind: StoreKind) -> Result<Option<Store>, StoreError> {
+        sqlx::any::install_default_drivers();
+        let url = match kind {
+            StoreKind::Sqlite => {
+                let path = url
+                    .trim_start_matches("sqlite://")
+                    .trim_start_matches("sqlite:")
+                    .split('?')
+                    .next()
+                    .unwrap_or("");
+                if !std::path::Path::new(path).exists() {
+                    return Ok(None);
+                }
+                format!("sqlite://{path}?mode=ro")
+            }
+            StoreKind::Postgres => url.to_string(),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redacted_url(&url))))?;
+        Ok(Some(Store { pool, kind }))
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let migrator = match self.kind {
             StoreKind::Sqlite => &SQLITE_MIGRATIONS,
