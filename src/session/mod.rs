@@ -331,12 +331,17 @@ impl Sessions {
             .await;
     }
 
-    /// Drops every cached session of a user (role change, revocation).
+    /// Drops every cached session and bearer token of a user (role
+    /// change, revocation, deletion): their next request reads the store.
     pub fn forget_user(&self, user_id: &str) {
-        let user_id = user_id.to_string();
+        let id = user_id.to_string();
         let _ = self
             .cache
-            .invalidate_entries_if(move |_, p| p.as_ref().is_some_and(|p| p.user_id == user_id));
+            .invalidate_entries_if(move |_, p| p.as_ref().is_some_and(|p| p.user_id == id));
+        let id = user_id.to_string();
+        let _ = self
+            .bearer
+            .invalidate_entries_if(move |_, p| p.user_id == id);
     }
 }
 

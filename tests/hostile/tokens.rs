@@ -211,6 +211,43 @@ async fn bearer_tokens_are_checked_as_strictly_as_id_tokens() {
     for (what, claims) in refused {
         assert_eq!(api(idp.rogue.sign(&claims)).await, 401, "{what}");
     }
+    // A membership removed through the API reaches a cached bearer token
+    // at once on this replica.
+    let good = idp.rogue.sign(&idp.rogue.claims(json!({"sub": "carl"})));
+    let (_, carl) = idp
+        .login(
+            &Browser::new(),
+            json!({"sub": "carl", "groups": ["home-lab"]}),
+            "/",
+        )
+        .await;
+    assert!(session_of(&carl).is_some());
+    assert_eq!(api(good.clone()).await, 200, "carl's token, now cached");
+    let carl_id = idp
+        .store()
+        .await
+        .user_by_identity("rogue", "carl")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let removed = reqwest::Client::new()
+        .delete(format!(
+            "http://{}/api/organizations/home-lab/users/{carl_id}",
+            idp.gw.admin
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(removed, 204);
+    assert_eq!(
+        api(good).await,
+        403,
+        "the cached bearer token kept the removed membership"
+    );
+
     // The login's own ID token works as a bearer until a logout ends it.
     let id_token = idp
         .store()
