@@ -1,0 +1,185 @@
+//! A login's provisioning in one transaction: find the user, plan, write
+//! user, identity, membership changes and audit events; retried on a
+//! collision with a concurrent login.
+
+use super::*;
+
+impl Store {
+    /// Provisions one login in one transaction: finds the user by
+    /// `(idp, subject)` or, for a pre-provisioned user, by `(idp, verified
+    /// email)`; asks `planner` for the plan given what is stored; writes
+    /// the user, identity, membership changes and audit events. A refused
+    /// new user leaves nothing behind. Collisions with a concurrent login
+    /// of the same user are retried, so both end with one user.
+    pub async fn apply_login<F>(
+        &self,
+        identity: &Identity,
+        planner: F,
+    ) -> Result<AppliedLogin, StoreError>
+    where
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+    {
+        let mut last = None;
+        for attempt in 0..LOGIN_ATTEMPTS {
+            match self.try_apply_login(identity, &planner).await {
+                Ok(applied) => return Ok(applied),
+                Err(e) if e.is_retryable() => {
+                    tracing::debug!(attempt, error = %e, "login transaction collided; trying again");
+                    let backoff = 5 + rand::random::<u64>() % (10 << attempt.min(5));
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(error = ?last, "login transaction gave up");
+        Err(StoreError::Contention)
+    }
+
+    async fn try_apply_login<F>(
+        &self,
+        identity: &Identity,
+        planner: &F,
+    ) -> Result<AppliedLogin, StoreError>
+    where
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+    {
+        let mut change = self.audited().await?;
+        let by_subject: Option<String> =
+            sqlx::query("SELECT user_id FROM identities WHERE idp = $1 AND subject = $2")
+                .bind(&identity.idp)
+                .bind(&identity.subject)
+                .fetch_optional(&mut *change.tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+        let verified_email = identity
+            .email
+            .as_deref()
+            .filter(|_| identity.email_verified)
+            .map(str::to_lowercase);
+        let (user_id, identity_is_new) = match (by_subject, &verified_email) {
+            (Some(id), _) => (Some(id), false),
+            (None, Some(email)) => {
+                let pre: Option<String> = sqlx::query(
+                    "SELECT user_id FROM identities WHERE idp = $1 AND subject IS NULL AND email = $2",
+                )
+                .bind(&identity.idp)
+                .bind(email)
+                .fetch_optional(&mut *change.tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                (pre, true)
+            }
+            (None, None) => (None, true),
+        };
+        let existing = match &user_id {
+            Some(id) => Some(ExistingUser {
+                memberships: memberships_of(&mut change.tx, id).await?,
+                identity_is_new,
+            }),
+            None => None,
+        };
+        let api_jit = load_jit(&mut change.tx).await?;
+        let plan = planner(existing.as_ref(), &api_jit)?;
+        let actor = format!("login:{}", identity.idp);
+        let at = now();
+        let mut audit = Vec::new();
+
+        let user_id = match (user_id, &plan.outcome) {
+            // Refused and new: nothing is created.
+            (None, Outcome::Allowed) => {
+                let id = insert_user(
+                    &mut change.tx,
+                    &NewUser {
+                        idp: identity.idp.clone(),
+                        subject: Some(identity.subject.clone()),
+                        email: identity.email.clone(),
+                        name: identity.name.clone(),
+                        memberships: vec![],
+                    },
+                    verified_email.as_deref(),
+                    at,
+                )
+                .await?;
+                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
+                    .bind(&identity.sub)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *change.tx)
+                    .await?;
+                audit.push(AuditEvent::new(
+                    at,
+                    &actor,
+                    "user.created",
+                    Some(&id),
+                    None,
+                    None,
+                    Some(serde_json::json!({
+                        "idp": identity.idp, "subject": identity.subject,
+                        "email": identity.email, "name": identity.name,
+                    })),
+                ));
+                Some(id)
+            }
+            (None, _) => None,
+            (Some(id), _) => {
+                if identity_is_new {
+                    // A pre-provisioned user's first login records the subject.
+                    sqlx::query(
+                        "UPDATE identities SET subject = $1 WHERE user_id = $2 AND idp = $3",
+                    )
+                    .bind(&identity.subject)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *change.tx)
+                    .await?;
+                    audit.push(AuditEvent::new(
+                        at,
+                        &actor,
+                        "identity.linked",
+                        Some(&id),
+                        None,
+                        None,
+                        Some(serde_json::json!({"idp": identity.idp, "subject": identity.subject})),
+                    ));
+                }
+                // The IdP's profile is the newest word on email and name.
+                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
+                    .bind(&identity.sub)
+                    .bind(&id)
+                    .bind(&identity.idp)
+                    .execute(&mut *change.tx)
+                    .await?;
+                sqlx::query(
+                    "UPDATE users SET email = COALESCE($1, email), name = COALESCE($2, name), updated_at = $3 WHERE id = $4",
+                )
+                .bind(&identity.email)
+                .bind(&identity.name)
+                .bind(at)
+                .bind(&id)
+                .execute(&mut *change.tx)
+                .await?;
+                Some(id)
+            }
+        };
+        let audit = if let Some(id) = &user_id {
+            for c in &plan.changes {
+                apply_change(&mut change.tx, id, c, at).await?;
+                audit.push(AuditEvent::for_change(at, &actor, id, c));
+            }
+            change.record_all(audit);
+            // Emitted once committed; a retried attempt emits nothing.
+            change.commit().await?
+        } else {
+            change.tx.rollback().await?;
+            Vec::new()
+        };
+        Ok(AppliedLogin {
+            user_id,
+            plan,
+            audit,
+        })
+    }
+}
