@@ -912,21 +912,45 @@ async fn delete_member(
 
 // ---- sessions -------------------------------------------------------------
 
+/// A session as the management API shows it: never its id, only a prefix
+/// of the id's hash to tell sessions apart.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = SessionSummary)]
+pub struct SessionOut {
+    id: String,
+    idp: String,
+    created_at: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+}
+
+impl From<SessionSummary> for SessionOut {
+    fn from(s: SessionSummary) -> SessionOut {
+        SessionOut {
+            id: s.id,
+            idp: s.idp,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/users/{userId}/sessions", tag = "sessions",
     params(("userId" = String, Path)),
-    responses((status = 200, body = [SessionSummary]), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = [SessionOut]), (status = 404, body = ErrorBody)))]
 async fn list_sessions(
     State(shared): AppState,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<SessionSummary>>> {
+) -> ApiResult<Json<Vec<SessionOut>>> {
     load_user(&shared, &id).await?;
     let owned = id.clone();
-    Ok(Json(
-        shared
-            .sessions
-            .with_store(move |s| async move { s.user_sessions(&owned).await })
-            .await?,
-    ))
+    let sessions = shared
+        .sessions
+        .with_store(move |s| async move { s.user_sessions(&owned).await })
+        .await?;
+    Ok(Json(sessions.into_iter().map(SessionOut::from).collect()))
 }
 
 #[utoipa::path(delete, path = "/api/users/{userId}/sessions", tag = "sessions",
@@ -1006,8 +1030,40 @@ pub struct AuditQuery {
     page_size: Option<String>,
 }
 
+/// One entry of the audit log: who did what to whom, before and after.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = AuditEvent)]
+pub struct AuditEventOut {
+    id: i64,
+    /// Unix seconds.
+    at: i64,
+    /// `login:<idp>` or `token:<n>` (the admin token's position).
+    actor: String,
+    action: String,
+    user_id: Option<String>,
+    organization_id: Option<String>,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl From<AuditEvent> for AuditEventOut {
+    fn from(e: AuditEvent) -> AuditEventOut {
+        AuditEventOut {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            user_id: e.user_id,
+            organization_id: e.organization_id,
+            before: e.before,
+            after: e.after,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/audit-events", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = [AuditEvent]), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = [AuditEventOut]), (status = 400, body = ErrorBody)))]
 async fn audit_events(State(shared): AppState, Query(q): Query<AuditQuery>) -> ApiResult<Response> {
     let page = paging(&Paging {
         page: q.page.clone(),
@@ -1029,6 +1085,7 @@ async fn audit_events(State(shared): AppState, Query(q): Query<AuditQuery>) -> A
             ))
         })
         .await?;
+    let events: Vec<AuditEventOut> = events.into_iter().map(AuditEventOut::from).collect();
     Ok(paged(events, page, total))
 }
 

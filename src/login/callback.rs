@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use subtle::ConstantTimeEq;
 
-use super::provision::provision_login;
+use super::provision::{LoginError, provision_login};
 use super::{
     Answer, RequestParts, count_login, failure, idp_unavailable, query_param, redirect_uri,
     with_cookie,
@@ -168,14 +168,16 @@ async fn finish_login(
     let (config_arc, idp2, claims2) = (runtime.config.clone(), idp.clone(), claims.clone());
     let applied = shared
         .sessions
-        .with_store(move |s| async move { provision_login(&s, &config_arc, &idp2, &claims2).await })
+        .with_store(
+            move |s| async move { Ok(provision_login(&s, &config_arc, &idp2, &claims2).await) },
+        )
         .await;
     let applied = match applied {
-        Ok(a) => a,
-        Err(crate::store::StoreError::Provision(e)) => {
+        Ok(Ok(a)) => a,
+        Ok(Err(LoginError::Claims(e))) => {
             return Err(refused("bad_claims", "bad_claims", e.to_string()));
         }
-        Err(e) => {
+        Ok(Err(LoginError::Store(e))) | Err(e) => {
             tracing::error!(target: "portcullis::login", idp = %idp.id, error = %e, "provisioning failed");
             return Err((
                 "store_unavailable",

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::config::{Config, IdentityProvider};
 use crate::metrics::{DecisionLabels, Metrics, PolicyErrorLabels};
-use crate::provision::{self, ExistingUser, JitTable, Outcome, Plan};
+use crate::provision::{self, ExistingUser, JitTable, Outcome, Plan, ProvisionError};
 use crate::store::{AppliedLogin, Store, StoreError, User};
 
 /// The just-in-time rules in force: the file's, with what the management
@@ -32,12 +32,23 @@ pub fn existing(user: &User, idp: &str) -> ExistingUser {
     }
 }
 
+/// Why a login's provisioning did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The claims cannot name a user (no identifier, an unverified email
+    /// as the identifier, not an object): the login is refused.
+    #[error(transparent)]
+    Claims(#[from] ProvisionError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 pub async fn provision_login(
     store: &Store,
     config: &Config,
     idp: &IdentityProvider,
     claims: &Value,
-) -> Result<AppliedLogin, StoreError> {
+) -> Result<AppliedLogin, LoginError> {
     let identity = provision::identity_from_claims(idp, claims)?;
     let file_jit = provision::jit_from_config(config);
     let applied = store
@@ -45,7 +56,7 @@ pub async fn provision_login(
             let jit = provision::merge_jit(&file_jit, api_jit);
             provision::plan(config, idp, claims, existing, &jit)
         })
-        .await?;
+        .await??;
     let plan = &applied.plan;
     for e in &plan.policy_errors {
         tracing::warn!(

@@ -11,13 +11,16 @@ impl Store {
     /// the user, identity, membership changes and audit events. A refused
     /// new user leaves nothing behind. Collisions with a concurrent login
     /// of the same user are retried, so both end with one user.
-    pub async fn apply_login<F>(
+    ///
+    /// The outer `Result` is the store's; the inner one is the planner's
+    /// refusal, after which nothing was written.
+    pub async fn apply_login<F, E>(
         &self,
         identity: &Identity,
         planner: F,
-    ) -> Result<AppliedLogin, StoreError>
+    ) -> Result<Result<AppliedLogin, E>, StoreError>
     where
-        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, E>,
     {
         let mut last = None;
         for attempt in 0..LOGIN_ATTEMPTS {
@@ -36,13 +39,13 @@ impl Store {
         Err(StoreError::Contention)
     }
 
-    async fn try_apply_login<F>(
+    async fn try_apply_login<F, E>(
         &self,
         identity: &Identity,
         planner: &F,
-    ) -> Result<AppliedLogin, StoreError>
+    ) -> Result<Result<AppliedLogin, E>, StoreError>
     where
-        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, ProvisionError>,
+        F: Fn(Option<&ExistingUser>, &JitTable) -> Result<Plan, E>,
     {
         let mut change = self.audited().await?;
         let by_subject: Option<String> =
@@ -82,7 +85,13 @@ impl Store {
             None => None,
         };
         let api_jit = load_jit(&mut change.tx).await?;
-        let plan = planner(existing.as_ref(), &api_jit)?;
+        let plan = match planner(existing.as_ref(), &api_jit) {
+            Ok(p) => p,
+            Err(refused) => {
+                change.tx.rollback().await?;
+                return Ok(Err(refused));
+            }
+        };
         let actor = format!("login:{}", identity.idp);
         let at = now();
         let mut audit = Vec::new();
@@ -176,10 +185,10 @@ impl Store {
             change.tx.rollback().await?;
             Vec::new()
         };
-        Ok(AppliedLogin {
+        Ok(Ok(AppliedLogin {
             user_id,
             plan,
             audit,
-        })
+        }))
     }
 }

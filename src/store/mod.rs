@@ -22,7 +22,7 @@ use sqlx::{AnyPool, Row};
 use crate::config::StoreKind;
 use crate::provision::{
     Change, Decision, ExistingUser, Identity, JitRules, JitTable, Membership, MembershipSource,
-    Outcome, Plan, ProvisionError,
+    Outcome, Plan,
 };
 pub use records::*;
 
@@ -45,8 +45,6 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
-    #[error(transparent)]
-    Provision(#[from] ProvisionError),
     #[error("{0}")]
     Conflict(String),
     #[error(

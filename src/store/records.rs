@@ -89,7 +89,7 @@ pub struct AuditFilter {
 }
 
 /// One entry of the audit log: who did what to whom, before and after.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
     pub id: i64,
@@ -224,7 +224,7 @@ impl JitList {
 
 /// A session as the management API shows it: never its id, only a prefix
 /// of the id's hash to tell sessions apart.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSummary {
     pub id: String,
