@@ -47,17 +47,13 @@ fn start() -> Demo {
 }
 
 async fn wait_up(url: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while reqwest::get(format!("{url}_portcullis/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo did not come up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let health = format!("{url}_portcullis/healthz");
+    support::eventually(
+        "the demo comes up",
+        std::time::Duration::from_secs(30),
+        || async { reqwest::get(&health).await.ok().map(|_| ()) },
+    )
+    .await;
 }
 
 /// Opens `path`, and signs in at the demo IdP as `user` on its page.

@@ -3,7 +3,7 @@
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::*;
 
@@ -25,18 +25,11 @@ async fn answering_upstream(gw: &Gateway) -> String {
 }
 
 async fn wait_for_metric(gw: &Gateway, name: &str, value: f64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if metric_value(&gw.metrics().await, name) == Some(value) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {value}; logs:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{name} reaches {value}");
+    eventually(&what, Duration::from_secs(20), || async {
+        (metric_value(&gw.metrics().await, name) == Some(value)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,10 +269,12 @@ async fn admin_listener_health_and_metrics() {
     );
     // One access-log event per request, without the query.
     let _ = get(gw.http, "app.test", "/logged?token=secret-value", &[]).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.logs().contains("/logged") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "the access line is written",
+        Duration::from_secs(5),
+        || async { gw.logs().contains("/logged").then_some(()) },
+    )
+    .await;
     let logs = gw.logs();
     assert!(logs.contains("portcullis::access"), "{logs}");
     assert!(

@@ -18,6 +18,24 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// taken by the time that process binds: callers retry with a fresh one
 /// (the gateway exits 2, the IdP never says ready), and readiness is
 /// judged by who owns the socket, never by a connection succeeding.
+/// Polls `check` until it answers `Some`, at most `within`; panics saying
+/// `what` did not happen. The one way tests wait for something: never a
+/// sleep of a guessed length.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
