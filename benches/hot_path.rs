@@ -1,23 +1,22 @@
 //! The per-request work the gateway does before choosing an upstream:
 //! path normalization, route lookup among many routes, public-path check.
 
-use std::path::Path;
+#[path = "../tests/support/yaml.rs"]
+mod yaml;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use portcullis::authz::{self, RouteTable};
-use portcullis::config::{Config, Environment};
+use portcullis::config::Config;
 
 fn config_with_routes(n: usize) -> Config {
-    let mut yaml = String::from(
-        "server:\n  listen: \"127.0.0.1:8080\"\n  public_url: \"https://auth.example.com\"\nsession:\n  secret: \"0123456789abcdef0123456789abcdef\"\nroutes:\n",
-    );
+    let mut yaml = String::from("routes:\n");
     for i in 0..n {
         yaml.push_str(&format!(
             "  - name: r{i}\n    hosts: [\"app{i}.example.com\", \"*.team{i}.example.com\"]\n    path_prefix: \"/svc{i}\"\n    upstreams: [\"127.0.0.1:{}\"]\n    public_paths: [\"/svc{i}/health\"]\n",
             3000 + i
         ));
     }
-    Config::from_yaml(&yaml, Path::new("bench.yaml"), &Environment::system()).expect("valid")
+    yaml::config(&yaml)
 }
 
 fn bench(c: &mut Criterion) {
@@ -53,9 +52,7 @@ fn authorize_and_headers(c: &mut Criterion) {
     use portcullis::session::Principal;
     use portcullis::store::SessionRecord;
 
-    let yaml = r#"server: {listen: "127.0.0.1:8080", public_url: "https://auth.example.com"}
-session: {secret: "0123456789abcdef0123456789abcdef"}
-organizations:
+    let yaml = r#"organizations:
   - {id: lab, roles: [{name: Admin}, {name: Member}]}
 routes:
   - name: app
@@ -66,7 +63,7 @@ routes:
     allow_if: "contains(groups, 'grafana')"
     claim_headers: {X-Department: department, X-Groups: groups}
 "#;
-    let config = Config::from_yaml(yaml, Path::new("bench.yaml"), &Environment::system()).unwrap();
+    let config = yaml::config(yaml);
     let route = config.routes[0].clone();
     let principal = Principal::from_record(SessionRecord {
         id_hash: "h".into(),

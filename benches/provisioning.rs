@@ -1,21 +1,17 @@
 //! One login's provisioning against 10 … 10,000 organizations with a
 //! fallback policy: cost should grow linearly with the organization count.
 
-use std::path::Path;
+#[path = "../tests/support/yaml.rs"]
+mod yaml;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use portcullis::config::{Config, Environment};
+use portcullis::config::Config;
 use portcullis::provision::{jit_from_config, plan};
 use serde_json::json;
 
 fn config(orgs: usize) -> Config {
     let mut yaml = String::from(
-        r#"server:
-  listen: "127.0.0.1:8080"
-  public_url: "https://auth.example.com"
-session:
-  secret: "0123456789abcdef0123456789abcdef"
-identity_providers:
+        r#"identity_providers:
   - id: authentik
     issuer: "https://sso.example.com/"
     client_id: portcullis
@@ -31,7 +27,7 @@ organizations:
             "  - id: org-{i}\n    roles: [{{name: Admin}}, {{name: Member}}]\n"
         ));
     }
-    Config::from_yaml(&yaml, Path::new("bench.yaml"), &Environment::system()).expect("valid")
+    yaml::config(&yaml)
 }
 
 fn bench(c: &mut Criterion) {

@@ -2,9 +2,10 @@
 //! table, Pangolin's documented policy examples, Logto's JIT cases, and
 //! property tests.
 
-use std::path::Path;
+#[path = "support/yaml.rs"]
+mod yaml;
 
-use portcullis::config::{Config, Environment};
+use portcullis::config::Config;
 use portcullis::provision::{
     Decision, ExistingUser, JitMatch, Membership, MembershipSource, Outcome, Plan, jit_from_config,
     plan,
@@ -12,13 +13,8 @@ use portcullis::provision::{
 use serde_json::{Value, json};
 
 fn config(idp_provisioning: &str, orgs: &str, auto_provision: bool) -> Config {
-    let yaml = format!(
-        r#"server:
-  listen: "127.0.0.1:8080"
-  public_url: "https://auth.example.com"
-session:
-  secret: "0123456789abcdef0123456789abcdef"
-identity_providers:
+    yaml::config(&format!(
+        r#"identity_providers:
   - id: authentik
     issuer: "https://sso.example.com/"
     client_id: portcullis
@@ -30,9 +26,7 @@ identity_providers:
 organizations:
 {orgs}
 "#
-    );
-    Config::from_yaml(&yaml, Path::new("test.yaml"), &Environment::system())
-        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    ))
 }
 
 const TWO_ORGS: &str = r#"  - id: home-lab
@@ -692,9 +686,7 @@ async fn explain_command_reads_the_store_like_a_login() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}/portcullis.db", dir.path().display());
     let yaml = format!(
-        r#"server: {{listen: "127.0.0.1:1", public_url: "https://auth.example.com"}}
-session: {{secret: "0123456789abcdef0123456789abcdef"}}
-store: {{url: "{db}"}}
+        r#"store: {{url: "{db}"}}
 identity_providers:
   - {{id: corp-idp, issuer: "https://sso.example.com/", client_id: portcullis}}
 organizations:
@@ -706,7 +698,7 @@ organizations:
 "#
     );
     let config_path = dir.path().join("portcullis.yaml");
-    std::fs::write(&config_path, yaml).unwrap();
+    std::fs::write(&config_path, yaml::minimal(&yaml)).unwrap();
     let claims = dir.path().join("claims.json");
     std::fs::write(
         &claims,

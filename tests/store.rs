@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::path::Path;
-
-use portcullis::config::{Config, Environment, StoreKind};
+use portcullis::config::{Config, StoreKind};
 use portcullis::login::provision::provision_login;
 use portcullis::provision::{Membership, MembershipSource, Outcome};
 use portcullis::store::{AuditFilter, NewSession, NewUser, Store, StoredKey};
@@ -54,12 +52,8 @@ impl Db {
 }
 
 fn config() -> Config {
-    let yaml = r#"server:
-  listen: "127.0.0.1:8080"
-  public_url: "https://auth.example.com"
-session:
-  secret: "0123456789abcdef0123456789abcdef"
-identity_providers:
+    support::yaml::config(
+        r#"identity_providers:
   - id: authentik
     issuer: "https://sso.example.com/"
     client_id: portcullis
@@ -79,8 +73,8 @@ organizations:
     jit:
       email_domains: [example.com]
       default_roles: [Member]
-"#;
-    Config::from_yaml(yaml, Path::new("store-test.yaml"), &Environment::system()).unwrap()
+"#,
+    )
 }
 
 fn claims(sub: &str, groups: &[&str]) -> Value {

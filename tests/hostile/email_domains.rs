@@ -2,24 +2,20 @@
 //! (CVE-2026-40574 `a@evil.com@company.com`, trailing dot, case,
 //! look-alikes, subdomains, unverified or string-typed verification).
 
-use portcullis::config::{Config, Environment};
 use portcullis::provision::{Outcome, jit_from_config, plan};
 use serde_json::json;
 
 #[test]
 fn only_a_verified_address_exactly_at_the_domain_joins() {
-    let yaml = r#"
-server: {listen: "127.0.0.1:1", public_url: "https://auth.example.com"}
-session: {secret: "0123456789abcdef0123456789abcdef"}
-identity_providers:
+    let config = crate::support::yaml::config(
+        r#"identity_providers:
   - {id: corp-idp, issuer: "https://sso.example.com/", client_id: portcullis}
 organizations:
   - id: corp
     roles: [{name: Member}]
     jit: {email_domains: [company.com], default_roles: [Member]}
-"#;
-    let config =
-        Config::from_yaml(yaml, std::path::Path::new("t.yaml"), &Environment::system()).unwrap();
+"#,
+    );
     for (email, verified, joins) in [
         (json!("a@company.com"), json!(true), true),
         (json!("a@COMPANY.COM"), json!(true), true),

@@ -4,6 +4,7 @@
 
 pub mod idp;
 pub mod rogue;
+pub mod yaml;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
