@@ -1,0 +1,161 @@
+//! `server`, `admin`, `store` and `log`: listeners, TLS files, admin tokens, the store URL, logging.
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn server(&mut self, s: &file::ServerSection) -> Option<Server> {
+        let listen = s
+            .listen
+            .as_deref()
+            .and_then(|l| self.socket_addr("server.listen", l));
+        let tls = s.tls.as_ref().and_then(|t| {
+            let listen = self.socket_addr("server.tls.listen", &t.listen);
+            self.pem_file("server.tls.cert", &t.cert, "CERTIFICATE");
+            self.pem_file("server.tls.key", &t.key, "PRIVATE KEY");
+            Some(Tls {
+                listen: listen?,
+                cert: PathBuf::from(&t.cert),
+                key: PathBuf::from(&t.key),
+            })
+        });
+        if s.listen.is_none() && s.tls.is_none() {
+            self.err("server", "needs `listen`, `tls`, or both");
+        }
+        let public_url = match url::Url::parse(&s.public_url) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                if u.query().is_some() || u.fragment().is_some() {
+                    self.err("server.public_url", "must not have a query or fragment");
+                }
+                Some(u)
+            }
+            Ok(_) => {
+                self.err(
+                    "server.public_url",
+                    "must be an absolute http:// or https:// URL",
+                );
+                None
+            }
+            Err(e) => {
+                self.err("server.public_url", format!("not a URL: {e}"));
+                None
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in s.trusted_proxies.iter().enumerate() {
+            let parsed = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.err(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an IP address or CIDR"),
+                ),
+            }
+        }
+        let grace_period = match s.grace_period.as_deref() {
+            None => Duration::from_secs(10),
+            Some(g) => match parse_duration(g) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.err("server.grace_period", e);
+                    Duration::from_secs(10)
+                }
+            },
+        };
+        Some(Server {
+            listen,
+            tls,
+            public_url: public_url?,
+            trusted_proxies,
+            grace_period,
+        })
+    }
+
+    pub(super) fn pem_file(&mut self, path: &str, file: &str, label: &str) {
+        match std::fs::read_to_string(file) {
+            Ok(text) if text.contains("-----BEGIN ") && text.contains(label) => {}
+            Ok(_) => self.err(path, format!("{file}: no PEM {label} found")),
+            Err(e) => self.err(path, format!("{file}: cannot read: {e}")),
+        }
+    }
+
+    pub(super) fn admin(&mut self, a: &file::AdminSection) -> Option<Admin> {
+        let listen = self.socket_addr("admin.listen", &a.listen);
+        let mut tokens = Vec::new();
+        for (i, t) in a.tokens.iter().enumerate() {
+            let path = format!("admin.tokens[{i}]");
+            if let Some(hexed) = t.strip_prefix("sha256:") {
+                match hex::decode(hexed) {
+                    Ok(bytes) if bytes.len() == 32 => {
+                        let mut sha256 = [0u8; 32];
+                        sha256.copy_from_slice(&bytes);
+                        tokens.push(AdminToken { sha256 });
+                    }
+                    _ => self.err(path, "sha256: must be followed by 64 hex digits"),
+                }
+            } else if t.trim().is_empty() {
+                self.err(path, "is empty");
+            } else {
+                if t.len() < 16 {
+                    self.warn(path, "short token: use at least 16 random characters");
+                }
+                tokens.push(AdminToken {
+                    sha256: crate::util::sha256(t.as_bytes()),
+                });
+            }
+        }
+        if a.tokens.is_empty() {
+            self.warn(
+                "admin.tokens",
+                "no tokens: every management API call will be refused",
+            );
+        }
+        Some(Admin {
+            listen: listen?,
+            tokens,
+        })
+    }
+
+    pub(super) fn store(&mut self, s: &file::StoreSection) -> Store {
+        let url = s
+            .url
+            .clone()
+            .unwrap_or_else(|| "sqlite://portcullis.db".to_string());
+        let kind = if url.starts_with("sqlite:") {
+            StoreKind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            StoreKind::Postgres
+        } else {
+            self.err(
+                "store.url",
+                "must start with sqlite:// or postgres:// (or postgresql://)",
+            );
+            StoreKind::Sqlite
+        };
+        let cache_ttl = self.duration(
+            "store.cache_ttl",
+            s.cache_ttl.as_deref(),
+            Duration::from_secs(30),
+        );
+        Store {
+            url,
+            kind,
+            cache_ttl,
+        }
+    }
+
+    pub(super) fn log(&mut self, l: &file::LogSection) -> Log {
+        let level = l.level.clone().unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.err(
+                "log.level",
+                format!("{level:?} is not a level (error, warn, info, debug, trace) or filter"),
+            );
+        }
+        Log {
+            format: l.format,
+            level,
+        }
+    }
+}
