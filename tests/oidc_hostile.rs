@@ -9,7 +9,7 @@ use portcullis::session::cookie::SessionId;
 use portcullis::store::{NewSession, Store};
 use serde_json::{Value, json};
 use support::idp::{Browser, Page};
-use support::rogue::{CLIENT_ID, Rogue, Spoil};
+use support::rogue::{CLIENT_ID, Rogue, Spoil, post_logout_token};
 use support::*;
 
 struct World {
@@ -401,25 +401,12 @@ async fn backchannel_logout_tokens_are_verified() {
         })
         .await
         .unwrap();
-    let post = |token: String| {
-        let url = w.url("/_portcullis/backchannel-logout");
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .form(&[("logout_token", token)])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let port = w.gw.http.port();
+    let post = |token: String| post_logout_token(port, token);
     let base = |extra: Value| {
         let mut c = w
             .rogue
-            .claims(json!({"sid": "idp-session-1", "events": event, "jti": "j1"}));
-        c.as_object_mut().unwrap().remove("exp");
+            .logout_claims(json!({"sid": "idp-session-1", "jti": "j1"}));
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }

@@ -9,7 +9,7 @@ use portcullis::store::Store;
 use serde_json::{Value, json};
 
 use crate::support::idp::{Browser, Page};
-use crate::support::rogue::{CLIENT_ID, Rogue};
+use crate::support::rogue::{CLIENT_ID, Rogue, post_logout_token};
 use crate::support::*;
 
 struct Idp {
@@ -135,18 +135,11 @@ async fn an_email_identifier_counts_only_while_verified() {
     );
     assert_eq!(idp.store().await.count_users().await.unwrap(), 1);
 
-    let token = idp.rogue.sign(&{
-        let mut c = idp.rogue.claims(json!({"sub": "s-1", "jti": "bc-1", "events": {"http://schemas.openid.net/event/backchannel-logout": {}}}));
-        c.as_object_mut().unwrap().remove("exp");
-        c
-    });
-    let status = reqwest::Client::new()
-        .post(idp.url("/_portcullis/backchannel-logout"))
-        .form(&[("logout_token", token)])
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let token = idp.rogue.sign(
+        &idp.rogue
+            .logout_claims(json!({"sub": "s-1", "jti": "bc-1"})),
+    );
+    let status = post_logout_token(idp.gw.http.port(), token).await;
     assert_eq!(status, 200);
     assert!(
         idp.store()
@@ -273,28 +266,12 @@ async fn back_channel_logout_tokens_need_a_jti_and_are_used_once_across_replicas
         &template(&idp.rogue.issuer(), "sub", &db).replace("{upstream}", &upstream.to_string()),
     )
     .await;
-    let post = |gw: &Gateway, token: String| {
-        let url = format!(
-            "http://localhost:{}/_portcullis/backchannel-logout",
-            gw.http.port()
-        );
-        async move {
-            reqwest::Client::new()
-                .post(url)
-                .form(&[("logout_token", token)])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    let event = json!({"http://schemas.openid.net/event/backchannel-logout": {}});
+    let post = |gw: &Gateway, token: String| post_logout_token(gw.http.port(), token);
     let token = |jti: Option<&str>| {
-        let mut c = idp.rogue.claims(json!({"sub": "bob", "events": event}));
-        c.as_object_mut().unwrap().remove("exp");
-        if let Some(j) = jti {
-            c["jti"] = json!(j);
+        let jti = jti.map(|j| json!({"jti": j})).unwrap_or(json!({}));
+        let mut c = idp.rogue.logout_claims(json!({"sub": "bob"}));
+        for (k, v) in jti.as_object().unwrap() {
+            c[k] = v.clone();
         }
         idp.rogue.sign(&c)
     };

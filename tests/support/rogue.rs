@@ -115,6 +115,19 @@ impl Rogue {
         .unwrap()
     }
 
+    /// Claims of a back-channel logout token from this IdP: the logout
+    /// event, no `exp`, and `extra` merged in.
+    pub fn logout_claims(&self, extra: Value) -> Value {
+        let mut c = self.claims(json!({
+            "events": {"http://schemas.openid.net/event/backchannel-logout": {}}
+        }));
+        c.as_object_mut().unwrap().remove("exp");
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
     /// Standard claims for a token from this IdP.
     pub fn claims(&self, extra: Value) -> Value {
         let now = portcullis::store::now();
@@ -256,4 +269,19 @@ async fn userinfo(State(r): State<Rogue>) -> Json<Value> {
     }
     claims["department"] = json!("Security");
     Json(claims)
+}
+
+/// POSTs `token` to the back-channel logout endpoint of the gateway on
+/// `port`; the answer's status.
+pub async fn post_logout_token(port: u16, token: String) -> u16 {
+    reqwest::Client::new()
+        .post(format!(
+            "http://localhost:{port}/_portcullis/backchannel-logout"
+        ))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
