@@ -9,7 +9,7 @@ use portcullis::session::cookie::SessionId;
 use portcullis::store::{NewSession, Store};
 use serde_json::{Value, json};
 use support::idp::{Browser, Page};
-use support::rogue::{CLIENT_ID, Rogue, Spoil, post_logout_token};
+use support::rogue::{CLIENT_ID, Rogue, Spoil, login_through, post_logout_token};
 use support::*;
 
 struct World {
@@ -72,14 +72,7 @@ impl World {
     /// A login through the rogue IdP up to the gateway's answer to the
     /// callback (not followed further).
     async fn login(&self, b: &Browser, rd: &str) -> Page {
-        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let start = b
-            .get(&self.url(&format!("/_portcullis/login?rd={rd}")))
-            .await;
-        assert_eq!(start.status, 302, "{}", start.body);
-        let at_idp = b.get(&start.location().unwrap()).await;
-        assert_eq!(at_idp.status, 303, "{}", at_idp.body);
-        b.get(&at_idp.location().unwrap()).await
+        login_through(b, &self.url(""), rd).await.1
     }
 }
 

@@ -9,7 +9,7 @@ use portcullis::store::Store;
 use serde_json::{Value, json};
 
 use crate::support::idp::{Browser, Page};
-use crate::support::rogue::{CLIENT_ID, Rogue, post_logout_token};
+use crate::support::rogue::{CLIENT_ID, Rogue, login_through, post_logout_token};
 use crate::support::*;
 
 struct Idp {
@@ -74,13 +74,7 @@ impl Idp {
     /// gateway's answer to the callback; the login start's cookies too.
     async fn login(&self, b: &Browser, claims: Value, rd: &str) -> (Page, Page) {
         self.rogue.set_claims(claims);
-        let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
-        let start = b
-            .get(&self.url(&format!("/_portcullis/login?rd={rd}")))
-            .await;
-        assert_eq!(start.status, 302, "{}", start.body);
-        let at_idp = b.get(&start.location().unwrap()).await;
-        (start, b.get(&at_idp.location().unwrap()).await)
+        login_through(b, &self.url(""), rd).await
     }
 }
 

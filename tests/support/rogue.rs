@@ -285,3 +285,20 @@ pub async fn post_logout_token(port: u16, token: String) -> u16 {
         .status()
         .as_u16()
 }
+
+/// A browser's login through the rogue IdP on the gateway at `base`
+/// (`http://localhost:PORT`), returning to `rd`: the login start's answer
+/// and the gateway's answer to the callback (not followed further).
+pub async fn login_through(
+    b: &super::idp::Browser,
+    base: &str,
+    rd: &str,
+) -> (super::idp::Page, super::idp::Page) {
+    let rd: String = url::form_urlencoded::byte_serialize(rd.as_bytes()).collect();
+    let start = b.get(&format!("{base}/_portcullis/login?rd={rd}")).await;
+    assert_eq!(start.status, 302, "{}", start.body);
+    let at_idp = b.get(&start.location().unwrap()).await;
+    assert_eq!(at_idp.status, 303, "{}", at_idp.body);
+    let answer = b.get(&at_idp.location().unwrap()).await;
+    (start, answer)
+}
