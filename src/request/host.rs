@@ -20,7 +20,10 @@ pub fn normalize_host(raw: &str) -> Option<String> {
         }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
+    // Every label non-empty: `..`, `.x`, `a..b` and a second trailing dot
+    // name no host (and would not normalize to themselves again).
     if host.is_empty()
+        || host.split('.').any(str::is_empty)
         || !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
@@ -48,6 +51,13 @@ mod tests {
             ("example.com:abc", None),
             ("a/b", None),
             ("evil.com\r\nx", None),
+            // Found by fuzzing: a host of dots normalized to "." and then
+            // to nothing.
+            ("..", None),
+            (".", None),
+            ("example.com..", None),
+            (".example.com", None),
+            ("a..b", None),
         ] {
             assert_eq!(normalize_host(raw).as_deref(), expected, "{raw:?}");
         }
