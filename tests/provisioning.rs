@@ -769,3 +769,60 @@ organizations:
         .collect();
     assert_eq!(orgs, vec![("ops", "manual")]);
 }
+
+/// An identifier read from an email claim counts only while the email is
+/// verified; the IdP's `sub` counts whatever it looks like.
+#[test]
+fn identifiers_from_unverified_emails_are_refused_table() {
+    use portcullis::provision::{ProvisionError, identity_from_claims};
+    for (identifier, claims, accepted) in [
+        (
+            "sub",
+            json!({"sub": "s1", "email": "a@x.example", "email_verified": false}),
+            true,
+        ),
+        (
+            "sub",
+            json!({"sub": "a@x.example", "email": "a@x.example", "email_verified": false}),
+            true,
+        ),
+        (
+            "email",
+            json!({"sub": "s1", "email": "a@x.example", "email_verified": true}),
+            true,
+        ),
+        (
+            "email",
+            json!({"sub": "s1", "email": "a@x.example", "email_verified": false}),
+            false,
+        ),
+        (
+            "email",
+            json!({"sub": "s1", "email": "a@x.example", "email_verified": "true"}),
+            false,
+        ),
+        ("email", json!({"sub": "s1", "email": "a@x.example"}), false),
+        (
+            "emails[0]",
+            json!({"sub": "s1", "emails": ["a@x.example"]}),
+            false,
+        ),
+        (
+            "preferred_username",
+            json!({"sub": "s1", "preferred_username": "ann"}),
+            true,
+        ),
+    ] {
+        let c = yaml::config(&format!(
+            "identity_providers:\n  - {{id: i, issuer: \"https://i.example/\", client_id: c, identifier: \"{identifier}\"}}\n"
+        ));
+        let got = identity_from_claims(&c.identity_providers[0], &claims);
+        assert_eq!(got.is_ok(), accepted, "{identifier} {claims}: {got:?}");
+        if !accepted {
+            assert!(
+                matches!(got, Err(ProvisionError::UnverifiedEmailIdentifier { .. })),
+                "{got:?}"
+            );
+        }
+    }
+}

@@ -299,11 +299,9 @@ pub fn identity(
     // Only the JSON boolean `true` counts.
     let email_verified = raw.get("email_verified") == Some(&Value::Bool(true));
     // A key read from an email claim is only as good as the IdP's word
-    // that the address is the user's: anyone can type someone else's.
-    let reads_email = idp.identifier.text.contains("email")
-        || email
-            .as_deref()
-            .is_some_and(|e| e.eq_ignore_ascii_case(&subject));
+    // that the address is the user's: anyone can type someone else's. (A
+    // `sub` that happens to look like an address is the IdP's own key.)
+    let reads_email = idp.identifier.text.contains("email");
     if reads_email && !email_verified {
         return Err(ProvisionError::UnverifiedEmailIdentifier {
             expression: idp.identifier.text.clone(),
