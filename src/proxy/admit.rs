@@ -84,14 +84,10 @@ impl Gateway {
         {
             return self.own_endpoint(session, ctx).await;
         }
-        let judged = match judged {
-            Ok(Some(j)) => j,
-            Ok(None) => {
-                respond::send(session, &Reply::unknown_host()).await?;
-                return Ok(true);
-            }
-            Err(e) => {
-                respond::send(session, &Reply::bad_request(e.to_string())).await?;
+        let judged = match respond::judged_or_refusal(judged) {
+            Ok(j) => j,
+            Err(reply) => {
+                respond::send(session, &reply).await?;
                 return Ok(true);
             }
         };

@@ -40,14 +40,14 @@ impl Gateway {
             }
         };
         ctx.host = original.host.clone();
-        let judged = match authz::judge(&runtime.routes, &original.host, &original.target) {
-            Ok(Some(j)) => j,
-            Ok(None) => {
-                respond::send(session, &Reply::unknown_host()).await?;
-                return Ok(true);
-            }
-            Err(e) => {
-                respond::send(session, &Reply::bad_request(e.to_string())).await?;
+        let judged = match respond::judged_or_refusal(authz::judge(
+            &runtime.routes,
+            &original.host,
+            &original.target,
+        )) {
+            Ok(j) => j,
+            Err(reply) => {
+                respond::send(session, &reply).await?;
                 return Ok(true);
             }
         };

@@ -172,3 +172,16 @@ pub(super) async fn failure(
         can_reuse_downstream: false,
     }
 }
+
+/// What `authz::judge` found, or the answer when it found nothing to
+/// judge: 404 for a host no route serves, 400 for a path whose views name
+/// two routes.
+pub(super) fn judged_or_refusal(
+    judged: Result<Option<crate::authz::Judged>, crate::authz::AmbiguousPath>,
+) -> std::result::Result<crate::authz::Judged, Box<Reply>> {
+    match judged {
+        Ok(Some(j)) => Ok(j),
+        Ok(None) => Err(Box::new(Reply::unknown_host())),
+        Err(e) => Err(Box::new(Reply::bad_request(e.to_string()))),
+    }
+}

@@ -112,12 +112,6 @@ impl Store {
                     at,
                 )
                 .await?;
-                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
-                    .bind(&identity.sub)
-                    .bind(&id)
-                    .bind(&identity.idp)
-                    .execute(&mut *change.tx)
-                    .await?;
                 audit.push(AuditEvent::new(
                     at,
                     &actor,
@@ -155,12 +149,6 @@ impl Store {
                     ));
                 }
                 // The IdP's profile is the newest word on email and name.
-                sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
-                    .bind(&identity.sub)
-                    .bind(&id)
-                    .bind(&identity.idp)
-                    .execute(&mut *change.tx)
-                    .await?;
                 sqlx::query(
                     "UPDATE users SET email = COALESCE($1, email), name = COALESCE($2, name), updated_at = $3 WHERE id = $4",
                 )
@@ -174,6 +162,13 @@ impl Store {
             }
         };
         let audit = if let Some(id) = &user_id {
+            // The IdP's own `sub`, beside the identifier, as of this login.
+            sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
+                .bind(&identity.sub)
+                .bind(id)
+                .bind(&identity.idp)
+                .execute(&mut *change.tx)
+                .await?;
             for c in &plan.changes {
                 apply_change(&mut change.tx, id, c, at).await?;
                 audit.push(AuditEvent::for_change(at, &actor, id, c));
