@@ -1,7 +1,16 @@
 //! Portcullis: an identity-aware reverse proxy on Pingora.
+//!
+//! The modules that the binary, the integration tests, the benches or the
+//! fuzz targets use are public; the rest are private to the crate, so the
+//! compiler reports what nothing calls.
 #![forbid(unsafe_code)]
 
-pub mod admin;
+// The crate's own name, so that the test helpers shared with the
+// integration tests and benches (`tests/support/yaml.rs`) resolve inside
+// the crate's unit tests too.
+extern crate self as portcullis;
+
+pub(crate) mod admin;
 pub mod app;
 pub mod assertion;
 pub mod authz;
@@ -10,17 +19,17 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod login;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod oidc;
-pub mod page;
-pub mod paths;
+pub(crate) mod page;
+pub(crate) mod paths;
 pub mod provision;
 pub mod proxy;
-pub mod request;
-pub mod sealed;
+pub(crate) mod request;
+pub(crate) mod sealed;
 pub mod session;
-pub mod state;
+pub(crate) mod state;
 pub mod store;
 pub mod telemetry;
-pub mod upstream;
+pub(crate) mod upstream;
 pub mod util;

@@ -11,8 +11,8 @@ use axum::routing::get;
 
 use crate::state::Shared;
 
-pub mod api;
-pub mod error;
+pub(crate) mod api;
+pub(crate) mod error;
 
 /// Largest request body the API reads.
 pub const MAX_BODY: usize = 64 * 1024;

@@ -3,7 +3,7 @@
 //! built-in config, and prints the URL to open.
 
 pub mod echo;
-pub mod idp;
+pub(crate) mod idp;
 
 use std::net::{SocketAddr, TcpListener};
 

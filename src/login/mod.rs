@@ -11,7 +11,7 @@ mod callback;
 mod logout;
 pub mod provision;
 mod start;
-pub mod urls;
+pub(crate) mod urls;
 
 use std::sync::Arc;
 

@@ -30,8 +30,15 @@ impl Keys {
                             .and_then(Value::as_str)
                             .is_none_or(|u| u == "sig")
                     })
+                    // Only the asymmetric key types: the JWK parser reads
+                    // an unknown `kty` (and `oct`) as some other key.
+                    .filter(|k| {
+                        matches!(
+                            k.get("kty").and_then(Value::as_str),
+                            Some("RSA" | "EC" | "OKP")
+                        )
+                    })
                     .filter_map(|k| serde_json::from_value::<Jwk>(k.clone()).ok())
-                    .filter(|k| !matches!(k.algorithm, AlgorithmParameters::OctetKey(_)))
                     .collect()
             })
             .unwrap_or_default();
@@ -301,4 +308,328 @@ pub fn unverified_field(token: &str, part: usize, name: &str) -> Option<String> 
         .get(name)
         .and_then(Value::as_str)
         .map(str::to_string)
+}
+
+/// What [`verify`] accepts and refuses, token by token (advisory class:
+/// forged or confused tokens — algorithm confusion, `none`, audience and
+/// issuer mix-ups, replayed logout tokens, logout tokens as credentials).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const PEM: &str = include_str!("../../tests/fixtures/rsa-test-key.pem");
+    const PUBLIC_PEM: &str = include_str!("../../tests/fixtures/rsa-test-key.pub.pem");
+    const JWK: &str = include_str!("../../tests/fixtures/rsa-test-key.jwk.json");
+    const ISS: &str = "https://idp.test";
+
+    /// The clock the tokens are judged by (`exp` is checked against the
+    /// system clock by the JWT library, the rest against `Expect::now`).
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    fn keys() -> Keys {
+        Keys::parse(&json!({"keys": [serde_json::from_str::<Value>(JWK).unwrap()]}))
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, typ: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        h.typ = typ.map(str::to_string);
+        let key = match alg {
+            Algorithm::HS256 => EncodingKey::from_secret(PUBLIC_PEM.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap(),
+        };
+        jsonwebtoken::encode(&h, claims, &key).unwrap()
+    }
+
+    fn rs256(claims: &Value) -> String {
+        sign(Algorithm::RS256, Some("test-rsa-1"), None, claims)
+    }
+
+    /// A good ID token's claims with `change` merged in (`null` removes).
+    fn id_claims(change: Value) -> Value {
+        merged(
+            json!({"iss": ISS, "aud": "gw", "sub": "u1", "exp": now() + 300,
+                   "iat": now(), "nonce": "n-1"}),
+            change,
+        )
+    }
+
+    fn logout_claims(change: Value) -> Value {
+        merged(
+            json!({"iss": ISS, "aud": "gw", "sub": "u1", "iat": now(), "jti": "j-1",
+                   "events": {LOGOUT_EVENT: {}}}),
+            change,
+        )
+    }
+
+    fn merged(mut base: Value, change: Value) -> Value {
+        for (k, v) in change.as_object().unwrap() {
+            if v.is_null() {
+                base.as_object_mut().unwrap().remove(k);
+            } else {
+                base[k] = v.clone();
+            }
+        }
+        base
+    }
+
+    fn expect(kind: TokenKind<'static>) -> Expect<'static> {
+        let now = now();
+        static AUD: std::sync::LazyLock<Vec<String>> =
+            std::sync::LazyLock::new(|| vec!["gw".to_string()]);
+        Expect {
+            issuer: ISS,
+            audiences: &AUD,
+            authorized_party: Some("gw"),
+            kind,
+            now,
+        }
+    }
+
+    const ID: TokenKind<'static> = TokenKind::IdToken { nonce: "n-1" };
+
+    #[test]
+    fn tokens_accepted_and_refused() {
+        use VerifyError as E;
+        let none = {
+            use base64::Engine;
+            let b =
+                |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+            format!(
+                "{}.{}.",
+                b(json!({"alg": "none", "typ": "JWT"})),
+                b(id_claims(json!({})))
+            )
+        };
+        let cases: Vec<(&str, String, TokenKind<'static>, Result<(), VerifyError>)> = vec![
+            ("a good ID token", rs256(&id_claims(json!({}))), ID, Ok(())),
+            ("alg none", none, ID, Err(E::Algorithm("none".into()))),
+            (
+                "HS256 keyed with the public key",
+                sign(
+                    Algorithm::HS256,
+                    Some("test-rsa-1"),
+                    None,
+                    &id_claims(json!({})),
+                ),
+                ID,
+                Err(E::Algorithm("HS256".into())),
+            ),
+            (
+                "a kid the IdP does not publish",
+                sign(Algorithm::RS256, Some("other"), None, &id_claims(json!({}))),
+                ID,
+                Err(E::UnknownKid(Some("other".into()))),
+            ),
+            (
+                "no kid, one key that fits",
+                sign(Algorithm::RS256, None, None, &id_claims(json!({}))),
+                ID,
+                Ok(()),
+            ),
+            (
+                "another issuer",
+                rs256(&id_claims(json!({"iss": "https://evil.test"}))),
+                ID,
+                Err(E::Issuer),
+            ),
+            (
+                "another audience",
+                rs256(&id_claims(json!({"aud": "other-client"}))),
+                ID,
+                Err(E::Audience),
+            ),
+            (
+                "expired beyond the skew",
+                rs256(&id_claims(json!({"exp": now() - 2 * SKEW_SECS as i64}))),
+                ID,
+                Err(E::Expired),
+            ),
+            (
+                "issued in the future",
+                rs256(&id_claims(json!({"iat": now() + 2 * SKEW_SECS as i64}))),
+                ID,
+                Err(E::NotYetValid),
+            ),
+            (
+                "no iat on an ID token",
+                rs256(&id_claims(json!({"iat": null}))),
+                ID,
+                Err(E::Missing("iat")),
+            ),
+            (
+                "no sub",
+                rs256(&id_claims(json!({"sub": null}))),
+                ID,
+                Err(E::Missing("sub")),
+            ),
+            (
+                "another login's nonce",
+                rs256(&id_claims(json!({"nonce": "n-2"}))),
+                ID,
+                Err(E::Nonce),
+            ),
+            (
+                "no nonce",
+                rs256(&id_claims(json!({"nonce": null}))),
+                ID,
+                Err(E::Nonce),
+            ),
+            (
+                "azp names another client",
+                rs256(&id_claims(json!({"azp": "other-client"}))),
+                ID,
+                Err(E::AuthorizedParty),
+            ),
+            (
+                "several audiences and no azp",
+                rs256(&id_claims(json!({"aud": ["gw", "other-client"]}))),
+                ID,
+                Err(E::AuthorizedParty),
+            ),
+            (
+                "several audiences, azp is this client",
+                rs256(&id_claims(json!({"aud": ["gw", "other"], "azp": "gw"}))),
+                ID,
+                Ok(()),
+            ),
+            (
+                "a good logout token",
+                rs256(&logout_claims(json!({}))),
+                TokenKind::LogoutToken,
+                Ok(()),
+            ),
+            (
+                "a logout token with a nonce",
+                rs256(&logout_claims(json!({"nonce": "n-1"}))),
+                TokenKind::LogoutToken,
+                Err(E::NotLogoutToken("it carries a nonce")),
+            ),
+            (
+                "a logout token without the event",
+                rs256(&logout_claims(json!({"events": null}))),
+                TokenKind::LogoutToken,
+                Err(E::NotLogoutToken("no back-channel logout event")),
+            ),
+            (
+                "a logout token naming nobody",
+                rs256(&logout_claims(json!({"sub": null}))),
+                TokenKind::LogoutToken,
+                Err(E::NotLogoutToken("neither sub nor sid")),
+            ),
+            (
+                "a logout token by sid only",
+                rs256(&logout_claims(json!({"sub": null, "sid": "s-1"}))),
+                TokenKind::LogoutToken,
+                Ok(()),
+            ),
+            (
+                "a logout token without jti",
+                rs256(&logout_claims(json!({"jti": null}))),
+                TokenKind::LogoutToken,
+                Err(E::Missing("jti")),
+            ),
+            (
+                "an old logout token (a replay)",
+                rs256(&logout_claims(json!({"iat": now() - 600}))),
+                TokenKind::LogoutToken,
+                Err(E::Expired),
+            ),
+            (
+                "an ID token as bearer",
+                rs256(&id_claims(json!({}))),
+                TokenKind::Bearer,
+                Ok(()),
+            ),
+            (
+                "a logout token (with exp) as bearer",
+                rs256(&logout_claims(json!({"exp": now() + 300}))),
+                TokenKind::Bearer,
+                Err(E::LogoutTokenAsBearer),
+            ),
+            (
+                "typ logout+jwt as bearer",
+                sign(
+                    Algorithm::RS256,
+                    Some("test-rsa-1"),
+                    Some("logout+jwt"),
+                    &id_claims(json!({})),
+                ),
+                TokenKind::Bearer,
+                Err(E::LogoutTokenAsBearer),
+            ),
+            ("not a JWT", "abc.def".to_string(), ID, Err(E::Malformed)),
+        ];
+        let keys = keys();
+        let mut wrong = Vec::new();
+        for (name, token, kind, want) in cases {
+            let got = verify(&token, &keys, &expect(kind)).map(drop);
+            if got != want {
+                wrong.push(format!("{name}: got {got:?}, want {want:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn a_tampered_payload_fails_the_signature() {
+        let token = rs256(&id_claims(json!({})));
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(id_claims(json!({"sub": "admin"})).to_string())
+        };
+        let token = format!("{}.{}.{}", parts[0], forged, parts[2]);
+        assert_eq!(
+            verify(&token, &keys(), &expect(ID)),
+            Err(VerifyError::Signature)
+        );
+    }
+
+    #[test]
+    fn key_sets_keep_only_signing_keys_they_can_use() {
+        let rsa: Value = serde_json::from_str(JWK).unwrap();
+        let mut enc = rsa.clone();
+        enc["use"] = json!("enc");
+        let cases = [
+            ("one signing key", json!({"keys": [rsa.clone()]}), 1),
+            ("an encryption key", json!({"keys": [enc]}), 0),
+            (
+                "a symmetric key",
+                json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]}),
+                0,
+            ),
+            (
+                "an unknown key type beside a good one",
+                json!({"keys": [{"kty": "XYZ"}, rsa.clone()]}),
+                1,
+            ),
+            ("no keys member", json!({}), 0),
+            ("keys is not a list", json!({"keys": "x"}), 0),
+        ];
+        for (name, jwks, want) in cases {
+            assert_eq!(Keys::parse(&jwks).len(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn without_kid_two_fitting_keys_are_ambiguous() {
+        let rsa: Value = serde_json::from_str(JWK).unwrap();
+        let mut twin = rsa.clone();
+        twin["kid"] = json!("test-rsa-2");
+        let keys = Keys::parse(&json!({"keys": [rsa, twin]}));
+        let token = sign(Algorithm::RS256, None, None, &id_claims(json!({})));
+        assert_eq!(
+            verify(&token, &keys, &expect(ID)),
+            Err(VerifyError::UnknownKid(None))
+        );
+    }
 }

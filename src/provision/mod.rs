@@ -636,3 +636,6 @@ pub fn plan(
     }
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,13 +7,13 @@
 
 mod admit;
 mod decide;
-pub mod endpoints;
+pub(crate) mod endpoints;
 mod forward_auth;
 mod gateway;
 pub mod headers;
 mod observe;
-pub mod respond;
-pub mod server;
+pub(crate) mod respond;
+pub(crate) mod server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! revocation or role change made on another replica takes to arrive.
 
 pub mod cookie;
-pub mod login_state;
+pub(crate) mod login_state;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -1,4 +1,8 @@
-//! Just-in-time provisioning lists (email domains, SSO connectors, default roles) in Logto's shapes: the file's entries read-only, the API's in the store.
+//! Just-in-time provisioning lists (email domains, SSO connectors, default
+//! roles) in Logto's shapes: the file's entries read-only, the API's in the
+//! store. One implementation serves the three lists ([`Kind`] says what
+//! differs: how a value is read, which values exist, how an entry is
+//! shown); the handlers below only name the list and their OpenAPI shapes.
 
 use super::*;
 
@@ -19,110 +23,218 @@ pub(super) fn routes(r: ApiRouter) -> ApiRouter {
     .routes(routes!(delete_jit_role))
 }
 
-/// The file's entries of a list (always present, read-only here).
-pub(super) fn file_entries(org: &Organization, list: JitList) -> BTreeSet<String> {
-    match list {
-        JitList::EmailDomains => org
-            .jit
+/// What differs between the three lists.
+pub(super) trait Kind {
+    const LIST: JitList;
+    /// An entry as the API lists it.
+    type Entry: Serialize;
+
+    /// The file's entries (always present, read-only here).
+    fn file_entries(org: &Organization) -> BTreeSet<String>;
+
+    /// A value from a request body, checked and in its stored form.
+    fn read(config: &Config, org: &Organization, raw: &str) -> ApiResult<String>;
+
+    /// A value from a request path (a DELETE): in its stored form, not
+    /// checked (an unknown value is simply not in the list).
+    fn key(raw: String) -> String {
+        raw
+    }
+
+    /// The listed entries for the effective values (sorted).
+    fn entries(config: &Config, org: &Organization, values: Vec<String>) -> Vec<Self::Entry>;
+}
+
+pub(super) struct EmailDomains;
+pub(super) struct SsoConnectors;
+pub(super) struct Roles;
+
+impl Kind for EmailDomains {
+    const LIST: JitList = JitList::EmailDomains;
+    type Entry = EmailDomainEntry;
+
+    fn file_entries(org: &Organization) -> BTreeSet<String> {
+        org.jit
             .email_domains
             .iter()
             .map(|d| d.to_lowercase())
-            .collect(),
-        JitList::SsoConnectors => org.jit.sso_connectors.iter().cloned().collect(),
-        JitList::Roles => org.jit.default_roles.iter().cloned().collect(),
+            .collect()
+    }
+
+    fn read(_: &Config, _: &Organization, raw: &str) -> ApiResult<String> {
+        let d = raw.trim().to_lowercase();
+        if d.contains("://") || d.contains('@') || !crate::config::valid_domain(&d) {
+            return Err(ApiError::bad_request(format!(
+                "{raw:?} is not a domain name (a host name with at least one dot, no scheme, no @, at most 128 characters)"
+            )));
+        }
+        Ok(d)
+    }
+
+    fn key(raw: String) -> String {
+        raw.to_lowercase()
+    }
+
+    fn entries(_: &Config, org: &Organization, values: Vec<String>) -> Vec<EmailDomainEntry> {
+        values
+            .into_iter()
+            .map(|d| EmailDomainEntry {
+                organization_id: org.id.clone(),
+                email_domain: d,
+            })
+            .collect()
+    }
+}
+
+impl Kind for SsoConnectors {
+    const LIST: JitList = JitList::SsoConnectors;
+    type Entry = SsoConnectorEntry;
+
+    fn file_entries(org: &Organization) -> BTreeSet<String> {
+        org.jit.sso_connectors.iter().cloned().collect()
+    }
+
+    fn read(config: &Config, _: &Organization, raw: &str) -> ApiResult<String> {
+        match config.identity_provider(raw) {
+            Some(_) => Ok(raw.to_string()),
+            None => Err(ApiError::unprocessable(format!(
+                "{raw:?} is not an identity provider"
+            ))),
+        }
+    }
+
+    fn entries(config: &Config, _: &Organization, values: Vec<String>) -> Vec<SsoConnectorEntry> {
+        values
+            .iter()
+            .filter_map(|id| config.identity_provider(id))
+            .map(|i| SsoConnectorEntry {
+                id: i.id.clone(),
+                display_name: i.display_name.clone(),
+                issuer: i.issuer.clone(),
+            })
+            .collect()
+    }
+}
+
+impl Kind for Roles {
+    const LIST: JitList = JitList::Roles;
+    type Entry = RoleOut;
+
+    fn file_entries(org: &Organization) -> BTreeSet<String> {
+        org.jit.default_roles.iter().cloned().collect()
+    }
+
+    fn read(_: &Config, org: &Organization, raw: &str) -> ApiResult<String> {
+        check_roles(org, std::slice::from_ref(&raw.to_string()))?;
+        Ok(raw.to_string())
+    }
+
+    fn entries(_: &Config, org: &Organization, values: Vec<String>) -> Vec<RoleOut> {
+        roles_of(org)
+            .into_iter()
+            .filter(|r| values.contains(&r.name))
+            .collect()
+    }
+}
+
+/// Checks that every name is a role of `org`; `Err` names the first that
+/// is not (memberships and pre-provisioned users use it too).
+pub(super) fn check_roles(org: &Organization, names: &[String]) -> ApiResult<()> {
+    match names.iter().find(|n| !org.has_role(n)) {
+        Some(name) => Err(ApiError::unprocessable(format!(
+            "{name:?} is not a role of this organization"
+        ))),
+        None => Ok(()),
     }
 }
 
 /// File entries plus API entries, sorted.
-pub(super) async fn effective(
-    shared: &Shared,
-    org: &Organization,
-    list: JitList,
-) -> ApiResult<Vec<String>> {
+async fn effective<K: Kind>(shared: &Shared, org: &Organization) -> ApiResult<Vec<String>> {
     let org_id = org.id.clone();
     let api = shared
         .sessions
-        .with_store(move |s| async move { s.jit_list(&org_id, list).await })
+        .with_store(move |s| async move { s.jit_list(&org_id, K::LIST).await })
         .await?;
-    let mut all = file_entries(org, list);
+    let mut all = K::file_entries(org);
     all.extend(api);
     Ok(all.into_iter().collect())
 }
 
-/// Checks ids for a list; `Err` names the first that does not exist.
-pub(super) fn check_ids(
+fn read_all<K: Kind>(
     config: &Config,
     org: &Organization,
-    list: JitList,
-    ids: &[String],
-) -> ApiResult<()> {
-    for id in ids {
-        let known = match list {
-            JitList::SsoConnectors => config.identity_provider(id).is_some(),
-            JitList::Roles => org.has_role(id),
-            JitList::EmailDomains => true,
-        };
-        if !known {
-            let what = match list {
-                JitList::SsoConnectors => "identity provider",
-                _ => "role of this organization",
-            };
-            return Err(ApiError::unprocessable(format!("{id:?} is not a {what}")));
-        }
-    }
-    Ok(())
+    raw: &[String],
+) -> ApiResult<Vec<String>> {
+    raw.iter().map(|r| K::read(config, org, r)).collect()
 }
 
-/// Validates and lower-cases an email domain.
-pub(super) fn email_domain(raw: &str) -> ApiResult<String> {
-    let d = raw.trim().to_lowercase();
-    if d.contains("://") || d.contains('@') || !crate::config::valid_domain(&d) {
-        return Err(ApiError::bad_request(format!(
-            "{raw:?} is not a domain name (a host name with at least one dot, no scheme, no @, at most 128 characters)"
-        )));
-    }
-    Ok(d)
+/// `GET`: the effective list, paged.
+async fn list<K: Kind>(shared: &Shared, org: &str, p: &Paging) -> ApiResult<Response> {
+    let config = shared.runtime.load().config.clone();
+    let org = organization(&config, org)?;
+    let page = paging(p)?;
+    let values = effective::<K>(shared, &org).await?;
+    Ok(listed(K::entries(&config, &org, values), page))
 }
 
-pub(super) async fn replace_list(
+/// `POST`: adds values (those the file already has are left to it);
+/// returns the values that were new to the list.
+async fn add<K: Kind>(
     shared: &Shared,
     actor: &Actor,
     org: &Organization,
-    list: JitList,
-    wanted: Vec<String>,
+    raw: &[String],
+) -> ApiResult<Vec<String>> {
+    let config = shared.runtime.load().config.clone();
+    let values = read_all::<K>(&config, org, raw)?;
+    let fixed = K::file_entries(org);
+    let new: Vec<String> = values.into_iter().filter(|v| !fixed.contains(v)).collect();
+    let (org_id, actor) = (org.id.clone(), actor.0.clone());
+    Ok(shared
+        .sessions
+        .with_store(move |s| async move { s.jit_add(&org_id, K::LIST, &new, &actor).await })
+        .await?)
+}
+
+/// `PUT`: the list becomes `raw`; the file's entries must stay in it.
+async fn replace<K: Kind>(
+    shared: &Shared,
+    actor: &Actor,
+    org: &str,
+    raw: &[String],
 ) -> ApiResult<StatusCode> {
-    let fixed = file_entries(org, list);
-    let wanted: BTreeSet<String> = wanted.into_iter().collect();
+    let config = shared.runtime.load().config.clone();
+    let org = organization(&config, org)?;
+    let wanted: BTreeSet<String> = read_all::<K>(&config, &org, raw)?.into_iter().collect();
+    let fixed = K::file_entries(&org);
     if let Some(missing) = fixed.iter().find(|f| !wanted.contains(*f)) {
-        return Err(ApiError::conflict(format!(
-            "{missing:?} is declared in the configuration file and cannot be removed here"
-        )));
+        return Err(declared_in_file(missing));
     }
     let api: Vec<String> = wanted.difference(&fixed).cloned().collect();
     let (org_id, actor) = (org.id.clone(), actor.0.clone());
     shared
         .sessions
-        .with_store(move |s| async move { s.jit_replace(&org_id, list, &api, &actor).await })
+        .with_store(move |s| async move { s.jit_replace(&org_id, K::LIST, &api, &actor).await })
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn delete_entry(
+/// `DELETE`: removes one API entry; the file's cannot be removed here.
+async fn delete<K: Kind>(
     shared: &Shared,
     actor: &Actor,
-    org: &Organization,
-    list: JitList,
-    value: String,
+    org: &str,
+    raw: String,
 ) -> ApiResult<StatusCode> {
-    if file_entries(org, list).contains(&value) {
-        return Err(ApiError::conflict(format!(
-            "{value:?} is declared in the configuration file and cannot be removed here"
-        )));
+    let org = organization(&shared.runtime.load().config, org)?;
+    let value = K::key(raw);
+    if K::file_entries(&org).contains(&value) {
+        return Err(declared_in_file(&value));
     }
     let (org_id, actor) = (org.id.clone(), actor.0.clone());
     let removed = shared
         .sessions
-        .with_store(move |s| async move { s.jit_delete(&org_id, list, &value, &actor).await })
+        .with_store(move |s| async move { s.jit_delete(&org_id, K::LIST, &value, &actor).await })
         .await?;
     if removed {
         Ok(StatusCode::NO_CONTENT)
@@ -131,23 +243,10 @@ pub(super) async fn delete_entry(
     }
 }
 
-pub(super) async fn add_ids(
-    shared: &Shared,
-    actor: &Actor,
-    org: &Organization,
-    list: JitList,
-    ids: Vec<String>,
-) -> ApiResult<StatusCode> {
-    let config = shared.runtime.load().config.clone();
-    check_ids(&config, org, list, &ids)?;
-    let fixed = file_entries(org, list);
-    let new: Vec<String> = ids.into_iter().filter(|i| !fixed.contains(i)).collect();
-    let (org_id, actor) = (org.id.clone(), actor.0.clone());
-    shared
-        .sessions
-        .with_store(move |s| async move { s.jit_add(&org_id, list, &new, &actor).await })
-        .await?;
-    Ok(StatusCode::CREATED)
+fn declared_in_file(value: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "{value:?} is declared in the configuration file and cannot be removed here"
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -177,17 +276,7 @@ pub(super) async fn list_email_domains(
     Path(org): Path<String>,
     Query(p): Query<Paging>,
 ) -> ApiResult<Response> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    let page = paging(&p)?;
-    let items = effective(&shared, &org, JitList::EmailDomains)
-        .await?
-        .into_iter()
-        .map(|d| EmailDomainEntry {
-            organization_id: org.id.clone(),
-            email_domain: d,
-        })
-        .collect();
-    Ok(listed::<EmailDomainEntry>(items, page))
+    list::<EmailDomains>(&shared, &org, &p).await
 }
 
 #[utoipa::path(post, path = "/api/organizations/{organizationId}/jit/email-domains", tag = "jit",
@@ -200,9 +289,11 @@ pub(super) async fn add_email_domain(
     Path(org): Path<String>,
     Body(body): Body<AddEmailDomain>,
 ) -> ApiResult<(StatusCode, Json<EmailDomainEntry>)> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    let domain = email_domain(&body.email_domain)?;
-    if effective(&shared, &org, JitList::EmailDomains)
+    let config = shared.runtime.load().config.clone();
+    let org = organization(&config, &org)?;
+    // A domain already listed, by the file or the API, is a 422.
+    let domain = EmailDomains::read(&config, &org, &body.email_domain)?;
+    if effective::<EmailDomains>(&shared, &org)
         .await?
         .contains(&domain)
     {
@@ -210,20 +301,9 @@ pub(super) async fn add_email_domain(
             "{domain:?} is already in the list"
         )));
     }
-    let (org_id, a, d) = (org.id.clone(), actor.0.clone(), domain.clone());
-    shared
-        .sessions
-        .with_store(
-            move |s| async move { s.jit_add(&org_id, JitList::EmailDomains, &[d], &a).await },
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(EmailDomainEntry {
-            organization_id: org.id.clone(),
-            email_domain: domain,
-        }),
-    ))
+    add::<EmailDomains>(&shared, &actor, &org, std::slice::from_ref(&domain)).await?;
+    let entry = EmailDomains::entries(&config, &org, vec![domain]).remove(0);
+    Ok((StatusCode::CREATED, Json(entry)))
 }
 
 #[utoipa::path(put, path = "/api/organizations/{organizationId}/jit/email-domains", tag = "jit",
@@ -236,13 +316,7 @@ pub(super) async fn replace_email_domains(
     Path(org): Path<String>,
     Body(body): Body<ReplaceEmailDomains>,
 ) -> ApiResult<StatusCode> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    let domains = body
-        .email_domains
-        .iter()
-        .map(|d| email_domain(d))
-        .collect::<ApiResult<Vec<_>>>()?;
-    replace_list(&shared, &actor, &org, JitList::EmailDomains, domains).await
+    replace::<EmailDomains>(&shared, &actor, &org, &body.email_domains).await
 }
 
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}/jit/email-domains/{emailDomain}", tag = "jit",
@@ -253,15 +327,7 @@ pub(super) async fn delete_email_domain(
     Extension(actor): Extension<Actor>,
     Path((org, domain)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    delete_entry(
-        &shared,
-        &actor,
-        &org,
-        JitList::EmailDomains,
-        domain.to_lowercase(),
-    )
-    .await
+    delete::<EmailDomains>(&shared, &actor, &org, domain).await
 }
 
 #[derive(Serialize, ToSchema)]
@@ -287,20 +353,7 @@ pub(super) async fn list_sso_connectors(
     Path(org): Path<String>,
     Query(p): Query<Paging>,
 ) -> ApiResult<Response> {
-    let config = shared.runtime.load().config.clone();
-    let org = organization(&config, &org)?;
-    let page = paging(&p)?;
-    let items = effective(&shared, &org, JitList::SsoConnectors)
-        .await?
-        .into_iter()
-        .filter_map(|id| config.identity_provider(&id).cloned())
-        .map(|i| SsoConnectorEntry {
-            id: i.id.clone(),
-            display_name: i.display_name.clone(),
-            issuer: i.issuer.clone(),
-        })
-        .collect();
-    Ok(listed::<SsoConnectorEntry>(items, page))
+    list::<SsoConnectors>(&shared, &org, &p).await
 }
 
 #[utoipa::path(post, path = "/api/organizations/{organizationId}/jit/sso-connectors", tag = "jit",
@@ -313,14 +366,8 @@ pub(super) async fn add_sso_connectors(
     Body(body): Body<SsoConnectorIds>,
 ) -> ApiResult<StatusCode> {
     let org = organization(&shared.runtime.load().config, &org)?;
-    add_ids(
-        &shared,
-        &actor,
-        &org,
-        JitList::SsoConnectors,
-        body.sso_connector_ids,
-    )
-    .await
+    add::<SsoConnectors>(&shared, &actor, &org, &body.sso_connector_ids).await?;
+    Ok(StatusCode::CREATED)
 }
 
 #[utoipa::path(put, path = "/api/organizations/{organizationId}/jit/sso-connectors", tag = "jit",
@@ -333,22 +380,7 @@ pub(super) async fn replace_sso_connectors(
     Path(org): Path<String>,
     Body(body): Body<SsoConnectorIds>,
 ) -> ApiResult<StatusCode> {
-    let config = shared.runtime.load().config.clone();
-    let org = organization(&config, &org)?;
-    check_ids(
-        &config,
-        &org,
-        JitList::SsoConnectors,
-        &body.sso_connector_ids,
-    )?;
-    replace_list(
-        &shared,
-        &actor,
-        &org,
-        JitList::SsoConnectors,
-        body.sso_connector_ids,
-    )
-    .await
+    replace::<SsoConnectors>(&shared, &actor, &org, &body.sso_connector_ids).await
 }
 
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}/jit/sso-connectors/{ssoConnectorId}", tag = "jit",
@@ -359,8 +391,7 @@ pub(super) async fn delete_sso_connector(
     Extension(actor): Extension<Actor>,
     Path((org, id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    delete_entry(&shared, &actor, &org, JitList::SsoConnectors, id).await
+    delete::<SsoConnectors>(&shared, &actor, &org, id).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -377,14 +408,7 @@ pub(super) async fn list_jit_roles(
     Path(org): Path<String>,
     Query(p): Query<Paging>,
 ) -> ApiResult<Response> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    let page = paging(&p)?;
-    let names = effective(&shared, &org, JitList::Roles).await?;
-    let items = roles_of(&org)
-        .into_iter()
-        .filter(|r| names.contains(&r.name))
-        .collect();
-    Ok(listed::<RoleOut>(items, page))
+    list::<Roles>(&shared, &org, &p).await
 }
 
 #[utoipa::path(post, path = "/api/organizations/{organizationId}/jit/roles", tag = "jit",
@@ -397,14 +421,8 @@ pub(super) async fn add_jit_roles(
     Body(body): Body<OrganizationRoleIds>,
 ) -> ApiResult<StatusCode> {
     let org = organization(&shared.runtime.load().config, &org)?;
-    add_ids(
-        &shared,
-        &actor,
-        &org,
-        JitList::Roles,
-        body.organization_role_ids,
-    )
-    .await
+    add::<Roles>(&shared, &actor, &org, &body.organization_role_ids).await?;
+    Ok(StatusCode::CREATED)
 }
 
 #[utoipa::path(put, path = "/api/organizations/{organizationId}/jit/roles", tag = "jit",
@@ -417,17 +435,7 @@ pub(super) async fn replace_jit_roles(
     Path(org): Path<String>,
     Body(body): Body<OrganizationRoleIds>,
 ) -> ApiResult<StatusCode> {
-    let config = shared.runtime.load().config.clone();
-    let org = organization(&config, &org)?;
-    check_ids(&config, &org, JitList::Roles, &body.organization_role_ids)?;
-    replace_list(
-        &shared,
-        &actor,
-        &org,
-        JitList::Roles,
-        body.organization_role_ids,
-    )
-    .await
+    replace::<Roles>(&shared, &actor, &org, &body.organization_role_ids).await
 }
 
 #[utoipa::path(delete, path = "/api/organizations/{organizationId}/jit/roles/{organizationRoleId}", tag = "jit",
@@ -438,6 +446,5 @@ pub(super) async fn delete_jit_role(
     Extension(actor): Extension<Actor>,
     Path((org, role)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let org = organization(&shared.runtime.load().config, &org)?;
-    delete_entry(&shared, &actor, &org, JitList::Roles, role).await
+    delete::<Roles>(&shared, &actor, &org, role).await
 }

@@ -64,7 +64,7 @@ pub(super) async fn put_member(
 ) -> ApiResult<Json<MembershipOut>> {
     let config = shared.runtime.load().config.clone();
     let org = organization(&config, &org)?;
-    check_ids(&config, &org, JitList::Roles, &body.roles)?;
+    check_roles(&org, &body.roles)?;
     if body.roles.is_empty() {
         return Err(ApiError::unprocessable(
             "a membership needs at least one role; DELETE removes it",

@@ -134,7 +134,7 @@ pub(super) async fn create_user(
         let org = config.organization(&m.organization_id).ok_or_else(|| {
             ApiError::unprocessable(format!("no organization {:?}", m.organization_id))
         })?;
-        check_ids(&config, org, JitList::Roles, &m.roles)?;
+        check_roles(org, &m.roles)?;
         let mut roles = m.roles;
         roles.sort();
         roles.dedup();
