@@ -1,6 +1,8 @@
-//! Builds and runs the gateway from a validated config: shared state, the
-//! admin listener, reload on SIGHUP, then the Pingora server.
+//! Builds and runs the gateway from a validated config: the listeners
+//! (bound once, here), shared state, the admin listener, reload on
+//! SIGHUP, then the Pingora server.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +14,8 @@ use crate::store::{Store, redacted_url};
 use crate::util::Background;
 
 use crate::config::Config;
-use crate::proxy::server::{self, StartError, Task};
+use crate::listen::Inherited;
+use crate::proxy::server::{self, Listeners, StartError, Task};
 use crate::state::Shared;
 
 /// How long start-up waits for the store (a database that starts at the
@@ -45,8 +48,60 @@ pub fn open_store(config: &Config, background: &Background) -> Result<(Store, Si
     })
 }
 
-/// Runs until shutdown. `Err` means the gateway could not start (exit 2).
-pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+/// The addresses a built gateway listens on (port 0 in the config is the
+/// port the system picked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    pub http: Option<SocketAddr>,
+    pub tls: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// A gateway ready to serve: store open, every listener bound (so
+/// connections already queue), nothing accepted yet. [`Built::run`]
+/// serves until shutdown; dropping it closes the listeners.
+pub struct Built {
+    shared: Arc<Shared>,
+    gateway: Listeners,
+    admin: Option<std::net::TcpListener>,
+    addresses: Addresses,
+}
+
+/// The listener for `addr` and the address it is bound to.
+fn bind(
+    inherited: &mut Inherited,
+    addr: SocketAddr,
+) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = inherited.take_or_bind(addr).map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Builds the gateway from a validated config: opens the store, then binds
+/// the listeners (or takes them from the service manager, `inherited`).
+pub fn build(
+    config: Config,
+    config_path: PathBuf,
+    mut inherited: Inherited,
+) -> Result<Built, StartError> {
+    let mut bind_opt = |addr: Option<SocketAddr>| -> Result<_, StartError> {
+        match addr {
+            Some(a) => bind(&mut inherited, a).map(|(l, a)| (Some(l), Some(a))),
+            None => Ok((None, None)),
+        }
+    };
+    let (http, http_addr) = bind_opt(config.server.listen)?;
+    let (tls, tls_addr) = bind_opt(config.server.tls.as_ref().map(|t| t.listen))?;
+    let (admin, admin_addr) = bind_opt(config.admin.as_ref().map(|a| a.listen))?;
+    for addr in inherited.unclaimed() {
+        tracing::warn!(%addr, "an inherited socket matches no listen address in the configuration; closed");
+    }
+    drop(inherited);
+
     let background = Background::start("portcullis-io").map_err(StartError::Runtime)?;
     let (store, signer) = open_store(&config, &background)?;
     let oidc = Oidc::new(background.clone())
@@ -55,40 +110,70 @@ pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     oidc.warm_up(&config.identity_providers);
     let sessions = Sessions::new(store, background, config.store.cache_ttl);
     let shared = Shared::new(config, config_path, sessions, signer, oidc);
-    sweep_sessions(&shared);
-    let runtime = shared.runtime.load_full();
-    let mut tasks = Vec::new();
-    if let Some(admin) = &runtime.config.admin {
-        let listener =
-            std::net::TcpListener::bind(admin.listen).map_err(|source| StartError::Bind {
-                addr: admin.listen.to_string(),
-                source,
-            })?;
-        let admin_shared = shared.clone();
-        let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
-        tasks.push(Task::new("admin", move |shutdown| {
-            let shared = admin_shared.clone();
-            let listener = listener.lock().ok().and_then(|mut l| l.take());
-            async move {
-                if let Some(listener) = listener {
-                    crate::admin::serve(listener, shared, shutdown).await;
+    Ok(Built {
+        shared,
+        gateway: Listeners { http, tls },
+        admin,
+        addresses: Addresses {
+            http: http_addr,
+            tls: tls_addr,
+            admin: admin_addr,
+        },
+    })
+}
+
+impl Built {
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Serves until shutdown. `Err` means the gateway could not start.
+    pub fn run(self) -> Result<(), StartError> {
+        let Built {
+            shared,
+            gateway,
+            admin,
+            addresses,
+        } = self;
+        sweep_sessions(&shared);
+        let runtime = shared.runtime.load_full();
+        let mut tasks = Vec::new();
+        if let Some(listener) = admin {
+            let admin_shared = shared.clone();
+            let listener = Arc::new(std::sync::Mutex::new(Some(listener)));
+            tasks.push(Task::new("admin", move |shutdown| {
+                let shared = admin_shared.clone();
+                let listener = listener.lock().ok().and_then(|mut l| l.take());
+                async move {
+                    if let Some(listener) = listener {
+                        crate::admin::serve(listener, shared, shutdown).await;
+                    }
                 }
-            }
-        }));
+            }));
+        }
+        watch_sighup(shared.clone());
+        for w in &runtime.config.warnings {
+            tracing::warn!(target: "portcullis::config", "{w}");
+        }
+        let show = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
+        tracing::info!(
+            listen = %show(addresses.http),
+            tls = %show(addresses.tls),
+            admin = %show(addresses.admin),
+            routes = runtime.config.routes.len(),
+            "portcullis starting"
+        );
+        drop(runtime);
+        server::run(shared, tasks, gateway)
     }
-    watch_sighup(shared.clone());
-    for w in &runtime.config.warnings {
-        tracing::warn!(target: "portcullis::config", "{w}");
-    }
-    tracing::info!(
-        listen = ?runtime.config.server.listen,
-        tls = ?runtime.config.server.tls.as_ref().map(|t| t.listen),
-        admin = ?runtime.config.admin.as_ref().map(|a| a.listen),
-        routes = runtime.config.routes.len(),
-        "portcullis starting"
-    );
-    drop(runtime);
-    server::run(shared, tasks)
+}
+
+/// Runs until shutdown. `Err` means the gateway could not start (exit 2).
+/// Sockets passed by the service manager are taken first, before any
+/// thread starts.
+pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
+    let inherited = Inherited::from_env();
+    build(config, config_path, inherited)?.run()
 }
 
 /// Deletes expired and idle sessions from the store every ten minutes.
@@ -132,5 +217,41 @@ fn watch_sighup(shared: Arc<Shared>) {
     });
     if let Err(e) = started {
         tracing::error!(error = %e, "reload runtime could not start");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Port 0 in the config: the built gateway reports the ports the
+    /// system gave, and they listen before it serves (connections queue).
+    #[test]
+    fn build_binds_port_zero_and_reports_the_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "server: {{listen: \"127.0.0.1:0\", public_url: \"http://a.test\"}}\n\
+             admin: {{listen: \"127.0.0.1:0\", tokens: [\"a-token-of-sixteen-plus\"]}}\n\
+             store: {{url: \"sqlite://{}/p.db\"}}\n\
+             session: {{secret: \"0123456789abcdef0123456789abcdef\"}}\n",
+            dir.path().display()
+        );
+        let config = Config::from_yaml(
+            &yaml,
+            std::path::Path::new("t.yaml"),
+            &crate::config::Environment::system(),
+        )
+        .unwrap();
+        let built = build(config, dir.path().join("t.yaml"), Inherited::none()).unwrap();
+        let a = built.addresses();
+        assert_eq!(a.tls, None);
+        let (http, admin) = (a.http.unwrap(), a.admin.unwrap());
+        assert!(
+            http.port() != 0 && admin.port() != 0 && http != admin,
+            "{a:?}"
+        );
+        for addr in [http, admin] {
+            std::net::TcpStream::connect(addr).expect("bound and listening");
+        }
     }
 }

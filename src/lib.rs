@@ -5,10 +5,13 @@
 //! compiler reports what nothing calls.
 #![forbid(unsafe_code)]
 
-// The crate's own name, so that the test helpers shared with the
-// integration tests and benches (`tests/support/yaml.rs`) resolve inside
+// The crate's own name, so that the config builder shared with the
+// integration tests and benches (`tests/support/yaml.rs`) resolves inside
 // the crate's unit tests too.
 extern crate self as portcullis;
+#[cfg(test)]
+#[path = "../tests/support/yaml.rs"]
+mod test_yaml;
 
 pub(crate) mod admin;
 pub mod app;
@@ -18,6 +21,7 @@ pub mod config;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod listen;
 pub mod login;
 pub(crate) mod metrics;
 pub mod oidc;

@@ -33,6 +33,9 @@ pub fn init(log: &Log) {
         LogFormat::Text => tracing_subscriber::registry()
             .with(
                 tracing_subscriber::fmt::layer()
+                    // Colours for a terminal only: a log file or a
+                    // collector gets plain `key=value` text.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_writer(std::io::stderr)
                     .with_filter(filter)
                     .with_filter(keep),

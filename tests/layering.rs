@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 /// Modules from the bottom layer up. A module may use the ones on lower
 /// layers (and its own); peers on one layer do not use each other.
 const LAYERS: &[&[&str]] = &[
-    &["util", "paths", "sealed", "request"],
+    // `test_yaml` is tests/support/yaml.rs, loaded for the unit tests.
+    &["util", "paths", "sealed", "request", "listen", "test_yaml"],
     &["config", "metrics"],
     &["telemetry", "upstream", "provision", "oidc", "authz"],
     &["page", "store"],

@@ -282,3 +282,56 @@ async fn admin_listener_health_and_metrics() {
         "query leaked into the log:\n{logs}"
     );
 }
+
+/// `listen: 127.0.0.1:0`: the gateway binds free ports itself, says in
+/// its start-up line which, and serves there.
+#[tokio::test]
+async fn port_zero_listeners_are_reported_and_served() {
+    let a = start_echo("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config_with(&route_to(a))
+        .replace("{http}", "0")
+        .replace("{admin}", "0")
+        .replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("zero.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let log_path = dir.path().join("zero.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let field = |line: &str, name: &str| -> Option<std::net::SocketAddr> {
+        let rest = line.split(&format!(" {name}=")).nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let (http, admin) = eventually(
+        "the start-up line names the bound ports",
+        Duration::from_secs(30),
+        || async {
+            let logs = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let line = logs.lines().find(|l| l.contains("portcullis starting"))?;
+            Some((field(line, "listen")?, field(line, "admin")?))
+        },
+    )
+    .await;
+    assert!(http.port() != 0 && admin.port() != 0, "{http} {admin}");
+    let r = get(http, "app.test", "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let health = reqwest::get(format!("http://{admin}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}

@@ -62,20 +62,21 @@ fn accounts() -> Value {
 async fn world() -> World {
     let upstream = start_echo("app").await;
     // The IdP's ports are in the gateway's config and the gateway's in
-    // the IdP's: picked up front, and picked again if one was taken.
-    for _ in 0..3 {
-        let (p1, p2) = (free_port(), free_port());
-        let gw = Gateway::start(&template(p1, p2, upstream)).await;
-        let port = gw.http.port();
-        match Idp::try_start(json!([
-            {"port": p1, "clients": [client("portcullis", "main-secret", port)], "accounts": accounts()},
-            {"port": p2, "clients": [client("portcullis-two", "second-secret", port)], "accounts": accounts()},
-        ])) {
-            Ok(idp) => return World { gw, _idp: idp },
-            Err(line) => eprintln!("IdP ports taken, trying others: {line}"),
-        }
-    }
-    panic!("the IdP could not bind fresh ports three times")
+    // the IdP's: both bound first, each then handed to its server.
+    let idp_sockets = [support::listener(), support::listener()];
+    let [p1, p2] = idp_sockets
+        .each_ref()
+        .map(|s| s.local_addr().unwrap().port());
+    let gw = Gateway::start(&template(p1, p2, upstream)).await;
+    let port = gw.http.port();
+    let idp = Idp::start(
+        json!([
+            {"clients": [client("portcullis", "main-secret", port)], "accounts": accounts()},
+            {"clients": [client("portcullis-two", "second-secret", port)], "accounts": accounts()},
+        ]),
+        &idp_sockets,
+    );
+    World { gw, _idp: idp }
 }
 
 impl World {

@@ -87,3 +87,64 @@ impl RouteTable {
         best.map(|(r, _)| r)
     }
 }
+
+/// Which route a host and path select (advisory class: path confusion —
+/// a protected prefix reached through case, a sibling segment or a
+/// wildcard that is not a label boundary).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_yaml as yaml;
+
+    #[test]
+    fn host_then_longest_prefix_on_segment_boundaries() {
+        let c = yaml::config(
+            r#"routes:
+  - {name: app, hosts: [app.example.com], upstreams: ["127.0.0.1:1"], public: true}
+  - {name: admin, hosts: [app.example.com], path_prefix: /admin, upstreams: ["127.0.0.1:1"]}
+  - {name: admin-api, hosts: [app.example.com], path_prefix: /admin/api, upstreams: ["127.0.0.1:1"]}
+  - {name: docs, hosts: [app.example.com], path_prefix: /Docs, upstreams: ["127.0.0.1:1"], public: true}
+  - {name: teams, hosts: ["*.apps.example.com"], upstreams: ["127.0.0.1:1"]}
+  - {name: deep, hosts: ["*.eu.apps.example.com"], upstreams: ["127.0.0.1:1"]}
+  - {name: one-team, hosts: [blue.apps.example.com], upstreams: ["127.0.0.1:1"]}
+"#,
+        );
+        let table = RouteTable::new(&c.routes);
+        let cases = [
+            ("app.example.com", "/", Some("app")),
+            ("app.example.com", "/admin", Some("admin")),
+            ("app.example.com", "/admin/", Some("admin")),
+            ("app.example.com", "/admin/users", Some("admin")),
+            // Segment boundary: a sibling name is not under the prefix.
+            ("app.example.com", "/administrator", Some("app")),
+            ("app.example.com", "/admin/api/v1", Some("admin-api")),
+            ("app.example.com", "/admin/apix", Some("admin")),
+            // A protected prefix matches whatever the case…
+            ("app.example.com", "/ADMIN/users", Some("admin")),
+            ("app.example.com", "/Admin/API/v1", Some("admin-api")),
+            // …a public one only as written, so case never weakens.
+            ("app.example.com", "/Docs/x", Some("docs")),
+            ("app.example.com", "/docs/x", Some("app")),
+            // Wildcards: one label or more, never the bare suffix.
+            ("red.apps.example.com", "/", Some("teams")),
+            ("a.b.apps.example.com", "/", Some("teams")),
+            ("apps.example.com", "/", None),
+            ("x.eu.apps.example.com", "/", Some("deep")),
+            // Exact beats any wildcard.
+            ("blue.apps.example.com", "/", Some("one-team")),
+            // Not a label boundary.
+            ("evilapps.example.com", "/", None),
+            ("other.example.com", "/", None),
+        ];
+        let mut wrong = Vec::new();
+        for (host, path, want) in cases {
+            let got = table.lookup(host, path).map(|r| r.name.as_str());
+            if got != want {
+                wrong.push(format!("{host}{path}: got {got:?}, want {want:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        assert!(table.knows_host("red.apps.example.com"));
+        assert!(!table.knows_host("apps.example.com"));
+    }
+}

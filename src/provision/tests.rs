@@ -2,8 +2,7 @@
 //! table, Pangolin's documented policy examples, Logto's JIT cases, the
 //! identifier rules, and property tests.
 
-#[path = "../../tests/support/yaml.rs"]
-mod yaml;
+use crate::test_yaml as yaml;
 
 use portcullis::config::Config;
 use portcullis::provision::{

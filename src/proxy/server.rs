@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::os::fd::{IntoRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{ExecutionPhase, RunArgs, ShutdownWatch};
+use pingora::server::{ExecutionPhase, ListenFds, RunArgs, ShutdownWatch};
+use pingora::services::Service;
 use pingora::services::background::{BackgroundService, background_service};
 
 use super::Gateway;
@@ -68,26 +70,67 @@ pub enum StartError {
     Runtime(std::io::Error),
 }
 
-/// Fails early, with a clear message, if a listen address is taken.
-pub fn check_bindable(addr: std::net::SocketAddr) -> Result<(), StartError> {
-    TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|source| StartError::Bind {
-            addr: addr.to_string(),
-            source,
-        })
+/// The gateway's own listening sockets, bound before the server starts.
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub tls: Option<TcpListener>,
+}
+
+/// The proxy service with sockets bound beforehand: they go into Pingora's
+/// table of listening sockets (where a graceful upgrade puts the old
+/// process's) under the address the service then listens on, so Pingora
+/// serves them instead of binding again.
+struct Prebound<S> {
+    inner: S,
+    sockets: Vec<(String, OwnedFd)>,
+}
+
+#[async_trait]
+impl<S: Service> Service for Prebound<S> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        if let Some(table) = &fds {
+            let mut table = table.lock();
+            for (addr, fd) in self.sockets.drain(..) {
+                if table.get(&addr).is_none() {
+                    table.add(addr, fd.into_raw_fd());
+                }
+            }
+        }
+        self.inner
+            .start_service(fds, shutdown, listeners_per_fd)
+            .await
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn threads(&self) -> Option<usize> {
+        self.inner.threads()
+    }
+
+    fn listen_addresses(&self) -> Option<Vec<String>> {
+        self.inner.listen_addresses()
+    }
+}
+
+/// The address a listener is bound to, as Pingora keys it.
+fn key(listener: &TcpListener) -> Result<String, StartError> {
+    listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .map_err(StartError::Runtime)
 }
 
 /// Runs the gateway until SIGTERM (drain, then exit) or SIGINT.
-pub fn run(shared: Arc<Shared>, tasks: Vec<Task>) -> Result<(), StartError> {
+pub fn run(shared: Arc<Shared>, tasks: Vec<Task>, listeners: Listeners) -> Result<(), StartError> {
     let runtime = shared.runtime.load_full();
     let config = &runtime.config;
-    if let Some(addr) = config.server.listen {
-        check_bindable(addr)?;
-    }
-    if let Some(tls) = &config.server.tls {
-        check_bindable(tls.listen)?;
-    }
 
     let grace = config.server.grace_period;
     let conf = ServerConf {
@@ -110,18 +153,26 @@ pub fn run(shared: Arc<Shared>, tasks: Vec<Task>) -> Result<(), StartError> {
         Gateway::new(shared.clone()),
         "portcullis gateway",
     );
-    if let Some(addr) = config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+    let mut sockets = Vec::new();
+    if let Some(l) = listeners.http {
+        let addr = key(&l)?;
+        proxy.add_tcp(&addr);
+        sockets.push((addr, OwnedFd::from(l)));
     }
-    if let Some(tls) = &config.server.tls {
+    if let (Some(tls), Some(l)) = (&config.server.tls, listeners.tls) {
         let cert = tls.cert.display().to_string();
-        let key = tls.key.display().to_string();
-        let mut settings =
-            TlsSettings::intermediate(&cert, &key).map_err(|e| StartError::Tls(e.to_string()))?;
+        let key_path = tls.key.display().to_string();
+        let mut settings = TlsSettings::intermediate(&cert, &key_path)
+            .map_err(|e| StartError::Tls(e.to_string()))?;
         settings.enable_h2();
-        proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        let addr = key(&l)?;
+        proxy.add_tls_with_settings(&addr, None, settings);
+        sockets.push((addr, OwnedFd::from(l)));
     }
-    server.add_service(proxy);
+    server.add_service(Prebound {
+        inner: proxy,
+        sockets,
+    });
     for task in tasks {
         let name = task.name;
         server.add_service(background_service(name, TaskService(task)));

@@ -1,7 +1,9 @@
 // A real OpenID provider for Portcullis's end-to-end tests: one or more
 // `oidc-provider` instances on loopback, from a JSON description given as
 // the first argument:
-//   {"providers": [{"port": 4001, "clients": [...], "accounts": {"alice": {...claims}}}]}
+//   {"providers": [{"port": 4001, "fd": 3, "clients": [...], "accounts": {"alice": {...claims}}}]}
+// `fd` is a listening socket passed by the test (bound to `port`), which
+// the provider serves on; without it the provider binds `port` itself.
 // Logins go through oidc-provider's own development interaction pages
 // (a login form that accepts any password, then a consent form).
 // Prints "ready <port> <port>..." once every provider listens.
@@ -56,7 +58,9 @@ for (const p of spec.providers) {
   provider.on('backchannel.error', (ctx, err) => console.error('backchannel.error', err && err.message, err && err.cause && err.cause.message));
   provider.on('backchannel.success', (client) => console.error('backchannel.success', client.clientId));
   await new Promise((resolve) => {
-    const server = provider.listen(p.port, '127.0.0.1', resolve);
+    const server = p.fd !== undefined
+      ? provider.listen({ fd: p.fd }, resolve)
+      : provider.listen(p.port, '127.0.0.1', resolve);
     server.on('error', (e) => { console.error(e); process.exit(1); });
   });
   ports.push(p.port);

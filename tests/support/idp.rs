@@ -15,45 +15,49 @@ pub struct Idp {
 
 impl Idp {
     /// Starts the providers described by `providers` (see
-    /// tests/idp/server.mjs) and waits for them to listen.
-    pub fn start(providers: Value) -> Idp {
-        Self::try_start(providers).unwrap_or_else(|line| panic!("the IdP did not start: {line:?}"))
-    }
-
-    /// [`Idp::start`], or what the IdP said instead of `ready` (a port
-    /// taken since it was picked: the caller tries fresh ones).
-    pub fn try_start(providers: Value) -> Result<Idp, String> {
+    /// tests/idp/server.mjs), one on each of `sockets` (bound by the
+    /// caller, whose ports the providers' issuers name), and waits until
+    /// they serve.
+    pub fn start(providers: Value, sockets: &[std::net::TcpListener]) -> Idp {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "oidc-provider is not installed: run the tests with `./dev test` (it runs npm ci in tests/idp)"
         );
+        let mut providers = providers;
+        let list = providers.as_array_mut().expect("a list of providers");
+        assert_eq!(list.len(), sockets.len(), "one socket per provider");
+        for (i, (p, s)) in list.iter_mut().zip(sockets).enumerate() {
+            p["port"] = json!(s.local_addr().unwrap().port());
+            p["fd"] = json!(3 + i);
+        }
         let spec = json!({ "providers": providers });
         // `localhost` is 127.0.0.1 here, where the gateway listens.
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("--dns-result-order=ipv4first")
             .arg(dir.join("server.mjs"))
             .arg(spec.to_string())
             .current_dir(&dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("node starts");
+            .stdin(Stdio::null());
+        super::pass_sockets(&mut command, sockets);
+        let mut child = command.spawn().expect("node starts");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         if !line.starts_with("ready") {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(line);
+            panic!("the IdP did not start: {line:?}");
         }
         let ports = line
             .split_whitespace()
             .skip(1)
             .map(|p| p.parse().unwrap())
             .collect();
-        Ok(Idp { child, ports })
+        Idp { child, ports }
     }
 }
 

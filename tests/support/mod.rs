@@ -15,10 +15,6 @@ use std::time::{Duration, Instant};
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A loopback port picked for a process that binds it itself. It may be
-/// taken by the time that process binds: callers retry with a fresh one
-/// (the gateway exits 2, the IdP never says ready), and readiness is
-/// judged by who owns the socket, never by a connection succeeding.
 /// Polls `check` until it answers `Some`, at most `within`; panics saying
 /// `what` did not happen. The one way tests wait for something: never a
 /// sleep of a guessed length.
@@ -35,13 +31,6 @@ where
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// A loopback port held bound but not listening for as long as the value
@@ -76,34 +65,6 @@ impl Default for Reserved {
     }
 }
 
-/// Whether process `pid` holds the socket listening on loopback `port`
-/// (from /proc: the listening socket's inode among the process's fds).
-pub fn owns_listener(pid: u32, port: u16) -> bool {
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .find_map(|table| {
-            let text = std::fs::read_to_string(table).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let f: Vec<&str> = line.split_whitespace().collect();
-                let local_port = f.get(1)?.rsplit(':').next()?;
-                // State 0A is LISTEN.
-                (u16::from_str_radix(local_port, 16).ok()? == port && f.get(3)? == &"0A")
-                    .then(|| f.get(9).map(|s| s.to_string()))?
-            })
-        });
-    let Some(inode) = inode else {
-        return false;
-    };
-    let wanted = format!("socket:[{inode}]");
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|fds| {
-            fds.filter_map(Result::ok).any(|fd| {
-                std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted)
-            })
-        })
-        .unwrap_or(false)
-}
-
 /// Starts the echo upstream on an ephemeral loopback port.
 pub async fn start_echo(name: &str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -117,9 +78,37 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub admin: SocketAddr,
     pub tls: Option<SocketAddr>,
+    /// The listening sockets, bound here and passed to every process this
+    /// gateway runs as (systemd's `LISTEN_FDS`): a restart serves the same
+    /// sockets, and no port is ever picked, released and bound again.
+    sockets: Vec<TcpListener>,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     log_path: PathBuf,
+}
+
+/// A listening socket on an ephemeral loopback port.
+pub fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("a loopback listener")
+}
+
+/// `command` with `sockets` passed as systemd passes them: descriptors
+/// 3, 4, … and `LISTEN_FDS`.
+pub fn pass_sockets(command: &mut Command, sockets: &[TcpListener]) {
+    use command_fds::{CommandFdExt, FdMapping};
+    let mappings = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| FdMapping {
+            parent_fd: std::os::fd::OwnedFd::from(s.try_clone().unwrap()),
+            child_fd: 3 + i as i32,
+        })
+        .collect();
+    command.fd_mappings(mappings).unwrap();
+    command
+        .env("LISTEN_FDS", sockets.len().to_string())
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
 }
 
 /// Fills the placeholders a config template may use: `{http}`, `{admin}`,
@@ -161,87 +150,97 @@ impl Gateway {
     }
 
     pub async fn start_with(template: &str, prepare: impl Fn(&std::path::Path)) -> Gateway {
-        for _attempt in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            prepare(dir.path());
-            let (http, admin, tls) = (free_port(), free_port(), free_port());
-            let config_path = dir.path().join("portcullis.yaml");
-            std::fs::write(&config_path, render(template, http, admin, tls, dir.path())).unwrap();
-            let log_path = dir.path().join("gateway.log");
-            let log = std::fs::File::create(&log_path).unwrap();
-            let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .arg("run")
-                .arg("--config")
-                .arg(&config_path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("the gateway binary starts");
-            let mut gw = Gateway {
-                child: Some(child),
-                http: ([127, 0, 0, 1], http).into(),
-                admin: ([127, 0, 0, 1], admin).into(),
-                tls: template
-                    .contains("{tls}")
-                    .then(|| ([127, 0, 0, 1], tls).into()),
-                dir,
-                config_path,
-                log_path,
-            };
-            match gw.wait_ready().await {
-                Ok(()) => return gw,
-                // A port picked above was taken in between: try new ones.
-                Err(Some(2)) => continue,
-                Err(code) => panic!("gateway did not start (exit {code:?}):\n{}", gw.logs()),
-            }
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
+        let mut sockets = vec![listener(), listener()];
+        if template.contains("{tls}") {
+            sockets.push(listener());
         }
-        panic!("gateway could not bind free ports three times");
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let port = |i: usize| addrs.get(i).map(|a| a.port()).unwrap_or(0);
+        let config_path = dir.path().join("portcullis.yaml");
+        std::fs::write(
+            &config_path,
+            render(template, port(0), port(1), port(2), dir.path()),
+        )
+        .unwrap();
+        let log_path = dir.path().join("gateway.log");
+        std::fs::File::create(&log_path).unwrap();
+        let mut gw = Gateway {
+            child: None,
+            http: addrs[0],
+            admin: addrs[1],
+            tls: addrs.get(2).copied(),
+            sockets,
+            dir,
+            config_path,
+            log_path,
+        };
+        gw.spawn();
+        if let Err(code) = gw.wait_ready().await {
+            panic!("gateway did not start (exit {code:?}):\n{}", gw.logs());
+        }
+        gw
     }
 
-    /// Stops the process and starts it again on the same ports, with the
-    /// same directory (config file, SQLite store).
+    /// Runs the binary on the config file, with the listening sockets.
+    fn spawn(&mut self) {
+        assert!(
+            !self.sockets.is_empty(),
+            "the gateway's sockets were closed when it exited"
+        );
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        pass_sockets(&mut command, &self.sockets);
+        self.child = Some(command.spawn().expect("the gateway binary starts"));
+    }
+
+    /// Stops the process and starts it again on the same sockets, with
+    /// the same directory (config file, SQLite store).
     pub async fn restart(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.log_path)
-            .unwrap();
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_portcullis"))
-                .arg("run")
-                .arg("--config")
-                .arg(&self.config_path)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        self.spawn();
         if let Err(code) = self.wait_ready().await {
             panic!("gateway did not restart (exit {code:?}):\n{}", self.logs());
         }
     }
 
+    /// Waits until the gateway answers, or the process exits. Every socket
+    /// listens from the start (a connection waits in its queue until the
+    /// gateway accepts it), so the admin listener's `/healthz` is asked,
+    /// which counts in no request metric; without an admin listener, the
+    /// gateway's own.
     async fn wait_ready(&mut self) -> Result<(), Option<i32>> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut targets = vec![self.http, self.admin];
-        targets.extend(self.tls);
+        let text = std::fs::read_to_string(&self.config_path).unwrap_or_default();
+        let probe = if text.contains(&format!(":{}\"", self.admin.port())) {
+            self.admin
+        } else {
+            self.http
+        };
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Err(status.code());
             }
-            // Our process, not whoever else may hold a port picked for it.
-            let pid = self.pid();
-            if targets.iter().all(|a| owns_listener(pid, a.port()))
-                && targets.iter().all(|a| TcpStream::connect(a).is_ok())
+            if tokio::task::spawn_blocking(move || answers(probe))
+                .await
+                .unwrap()
             {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
         Err(None)
     }
@@ -264,6 +263,9 @@ impl Gateway {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                // Gone for good: its sockets close, as they would have
+                // without this harness holding them.
+                self.sockets.clear();
                 return Some(status);
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -310,6 +312,17 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether an HTTP request to `addr` gets an answer within a moment.
+fn answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let request = b"GET /healthz HTTP/1.1\r\nHost: ready.test\r\nConnection: close\r\n\r\n";
+    let mut first = [0u8; 5];
+    stream.write_all(request).is_ok() && stream.read_exact(&mut first).is_ok() && &first == b"HTTP/"
 }
 
 /// A metric's value from Prometheus text, e.g. `portcullis_config_reloads_total`.
