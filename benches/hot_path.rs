@@ -76,6 +76,8 @@ routes:
         created_at: 0,
         last_seen_at: portcullis::store::now(),
         expires_at: portcullis::store::now() + 3600,
+        validated_at: portcullis::store::now(),
+        refreshable: false,
         email: Some("user@example.com".into()),
         name: Some("Example User".into()),
         memberships: vec![Membership {

@@ -226,6 +226,7 @@ log:
                 idp_sub: Some("load".into()),
                 sid: None,
                 id_token: None,
+                refresh_token: None,
                 claims: serde_json::json!({"sub": "load"}),
                 expires_at: portcullis::store::now() + 3600,
             })

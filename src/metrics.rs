@@ -24,6 +24,11 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoginLabels {
     pub idp: String,
     pub outcome: String,
@@ -58,6 +63,8 @@ pub struct Metrics {
     pub policy_errors: Family<PolicyErrorLabels, Counter>,
     pub session_cache_hits: Counter,
     pub session_cache_misses: Counter,
+    pub session_refresh: Family<OutcomeLabels, Counter>,
+    pub sessions_ended: Family<ReasonLabels, Counter>,
     pub config_reloads: Counter,
     pub config_reload_failures: Counter,
 }
@@ -116,6 +123,18 @@ impl Metrics {
             "Session look-ups that went to the store",
             session_cache_misses.clone(),
         );
+        let session_refresh = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "session_refresh",
+            "Session refreshes at the IdP, by outcome (refreshed, revoked, no_membership, unreachable, error)",
+            session_refresh.clone(),
+        );
+        let sessions_ended = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sessions_ended",
+            "Sessions ended before their lifetime, by reason",
+            sessions_ended.clone(),
+        );
         let config_reloads = Counter::default();
         registry.register(
             "config_reloads",
@@ -138,9 +157,27 @@ impl Metrics {
             policy_errors,
             session_cache_hits,
             session_cache_misses,
+            session_refresh,
+            sessions_ended,
             config_reloads,
             config_reload_failures,
         }
+    }
+
+    pub fn count_refresh(&self, outcome: &str) {
+        self.session_refresh
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_ended(&self, reason: &str, sessions: usize) {
+        self.sessions_ended
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(sessions as u64);
     }
 
     /// Prometheus text exposition format.

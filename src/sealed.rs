@@ -13,6 +13,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 pub enum Purpose {
     LoginState,
     SigningKey,
+    /// A session's refresh token in the store (bound to the session).
+    RefreshToken,
 }
 
 impl Purpose {
@@ -20,6 +22,7 @@ impl Purpose {
         match self {
             Purpose::LoginState => b"login-state cookie v1",
             Purpose::SigningKey => b"assertion signing key v1",
+            Purpose::RefreshToken => b"session refresh token v1",
         }
     }
 }

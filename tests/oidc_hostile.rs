@@ -389,6 +389,7 @@ async fn backchannel_logout_tokens_are_verified() {
             idp_sub: Some("mallory".into()),
             sid: Some("idp-session-1".into()),
             id_token: None,
+            refresh_token: None,
             claims: json!({"sub": "mallory"}),
             expires_at: portcullis::store::now() + 3600,
         })

@@ -325,6 +325,7 @@ async fn sessions_round_trip(backend: Backend) {
                 idp_sub: Some("erin".into()),
                 sid: Some(sid.into()),
                 id_token: Some("eyJ.x.y".into()),
+                refresh_token: None,
                 claims: claims("erin", &["home-lab"]),
                 expires_at: now + 3600,
             })
@@ -363,6 +364,96 @@ async fn sessions_round_trip(backend: Backend) {
     assert_eq!(ended, ["h1"]);
     assert!(store.session("h1").await.unwrap().is_none());
     assert!(!store.delete_session("h1").await.unwrap());
+}
+
+/// One replica at a time refreshes a session: of two stores (replicas)
+/// claiming a due session at once, one gets it; nobody while it is held;
+/// a refresh records the IdP's word and releases it; a session not due,
+/// or without a refresh token, is never handed out.
+async fn one_replica_claims_a_refresh(backend: Backend) {
+    let db = Db::fresh(backend).await;
+    let (a, b) = (db.open().await, db.open().await);
+    let c = config();
+    let (id, _) = login(&a, &c, 0, &claims("erin", &["home-lab"])).await;
+    let id = id.unwrap();
+    let now = portcullis::store::now();
+    for (hash, token) in [("r1", Some("sealed-token")), ("r2", None)] {
+        a.create_session(&NewSession {
+            id_hash: hash.into(),
+            user_id: id.clone(),
+            idp: "authentik".into(),
+            subject: "erin".into(),
+            idp_sub: Some("erin".into()),
+            sid: None,
+            id_token: None,
+            refresh_token: token.map(str::to_string),
+            claims: claims("erin", &["home-lab"]),
+            expires_at: now + 3600,
+        })
+        .await
+        .unwrap();
+    }
+    let s = a.session("r1").await.unwrap().unwrap();
+    assert!(s.refreshable);
+    assert_eq!(s.validated_at, s.created_at);
+    assert!(!a.session("r2").await.unwrap().unwrap().refreshable);
+    // Not due yet (validated after `due`).
+    assert!(
+        a.claim_refresh("r1", now - 10, now, now + 60)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Due: of two replicas at once, exactly one claims it.
+    let later = now + 100;
+    let (x, y) = tokio::join!(
+        a.claim_refresh("r1", later, later, later + 60),
+        b.claim_refresh("r1", later, later, later + 60)
+    );
+    let claims_won: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(claims_won.len(), 1, "one replica refreshes");
+    assert_eq!(claims_won[0].refresh_token, "sealed-token");
+    assert_eq!(claims_won[0].user_id, id);
+    // Held: nobody else, until the hold runs out.
+    assert!(
+        b.claim_refresh("r1", later + 30, later + 30, later + 90)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // No refresh token: never.
+    assert!(
+        a.claim_refresh("r2", later, later, later + 60)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A refresh: new claims and token, validated now, hold released.
+    a.session_refreshed("r1", &claims("erin", &[]), None, Some("sealed-2"), later)
+        .await
+        .unwrap();
+    let s = b.session("r1").await.unwrap().unwrap();
+    assert_eq!(s.validated_at, later);
+    assert_eq!(s.claims["groups"], json!([]));
+    assert!(
+        b.claim_refresh("r1", later, later + 1, later + 61)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Put off (IdP unreachable): not before the hold's end.
+    b.hold_refresh("r1", later + 500).await.unwrap();
+    assert!(
+        a.claim_refresh("r1", later + 400, later + 400, later + 460)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let c2 = a
+        .claim_refresh("r1", later + 500, later + 500, later + 560)
+        .await
+        .unwrap();
+    assert_eq!(c2.unwrap().refresh_token, "sealed-2");
 }
 
 async fn signing_key_is_shared(backend: Backend) {
@@ -406,5 +497,6 @@ on_both!(
     concurrent_first_logins_make_one_user,
     pre_provisioned_user_is_linked_by_verified_email,
     sessions_round_trip,
+    one_replica_claims_a_refresh,
     signing_key_is_shared,
 );

@@ -94,6 +94,10 @@ pub struct SessionSection {
     /// Session ends after this long without a request (default `1h`).
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// Re-validate each session at its IdP this often, with its refresh
+    /// token (default `15m`; `0s`: never).
+    #[serde(default)]
+    pub refresh_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -120,6 +120,8 @@ pub struct Session {
     pub cookie_domain: Option<String>,
     pub lifetime: Duration,
     pub idle_timeout: Duration,
+    /// Zero: sessions are never refreshed.
+    pub refresh_interval: Duration,
 }
 
 impl std::fmt::Debug for Session {
@@ -130,6 +132,7 @@ impl std::fmt::Debug for Session {
             .field("cookie_domain", &self.cookie_domain)
             .field("lifetime", &self.lifetime)
             .field("idle_timeout", &self.idle_timeout)
+            .field("refresh_interval", &self.refresh_interval)
             .finish()
     }
 }

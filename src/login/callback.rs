@@ -226,6 +226,9 @@ async fn finish_login(
             .and_then(Value::as_str)
             .map(str::to_string),
         id_token: Some(tokens.id_token),
+        refresh_token: tokens
+            .refresh_token
+            .map(|t| seal_refresh_token(config, &id.hash(), &t)),
         claims,
         expires_at: now + config.session.lifetime.as_secs() as i64,
     };
@@ -246,10 +249,25 @@ async fn finish_login(
 }
 
 /// Userinfo claims fill in what the ID token lacks; the ID token wins.
-fn merge_claims(claims: &mut Value, info: Value) {
+pub(super) fn merge_claims(claims: &mut Value, info: Value) {
     if let (Some(c), Value::Object(info)) = (claims.as_object_mut(), info) {
         for (k, v) in info {
             c.entry(k).or_insert(v);
         }
     }
+}
+
+/// A refresh token as stored: sealed under `session.secret`, bound to the
+/// session it belongs to.
+pub(super) fn seal_refresh_token(
+    config: &crate::config::Config,
+    session: &str,
+    token: &str,
+) -> String {
+    crate::sealed::seal(
+        &config.session.secret,
+        crate::sealed::Purpose::RefreshToken,
+        session,
+        token.as_bytes(),
+    )
 }

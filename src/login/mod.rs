@@ -10,6 +10,7 @@ mod bearer;
 mod callback;
 mod logout;
 pub mod provision;
+pub mod refresh;
 mod start;
 pub(crate) mod urls;
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::config::{Config, IdentityProvider};
 use crate::metrics::{DecisionLabels, Metrics, PolicyErrorLabels};
 use crate::provision::{self, ExistingUser, JitTable, Outcome, Plan, ProvisionError};
-use crate::store::{AppliedLogin, Store, StoreError, User};
+use crate::store::{AppliedLogin, Occasion, Store, StoreError, User};
 
 /// The just-in-time rules in force: the file's, with what the management
 /// API added to the store. What a login applies, and what `explain` shows.
@@ -49,10 +49,22 @@ pub async fn provision_login(
     idp: &IdentityProvider,
     claims: &Value,
 ) -> Result<AppliedLogin, LoginError> {
+    provision_claims(store, config, idp, claims, Occasion::Login).await
+}
+
+/// [`provision_login`] for a login or a session's refresh: the same plan,
+/// the same transaction, the same logs.
+pub async fn provision_claims(
+    store: &Store,
+    config: &Config,
+    idp: &IdentityProvider,
+    claims: &Value,
+    occasion: Occasion<'_>,
+) -> Result<AppliedLogin, LoginError> {
     let identity = provision::identity_from_claims(idp, claims)?;
     let file_jit = provision::jit_from_config(config);
     let applied = store
-        .apply_login(&identity, |existing, api_jit| {
+        .apply_login(&identity, occasion, |existing, api_jit| {
             let jit = provision::merge_jit(&file_jit, api_jit);
             provision::plan(config, idp, claims, existing, &jit)
         })

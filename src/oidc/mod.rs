@@ -38,6 +38,10 @@ pub enum OidcError {
     Protocol { idp: String, reason: String },
     #[error("token rejected: {0}")]
     Token(#[from] VerifyError),
+    /// The IdP no longer honours the grant (`invalid_grant`: the refresh
+    /// token was revoked, expired or its user is gone).
+    #[error("identity provider {idp} refused the grant: {reason}")]
+    GrantRefused { idp: String, reason: String },
 }
 
 /// What discovery found out about one IdP.
@@ -66,6 +70,14 @@ pub struct Oidc {
 /// Tokens from a code exchange.
 pub struct Tokens {
     pub id_token: String,
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+}
+
+/// Tokens from a refresh: the IdP may send a new ID token, and may rotate
+/// the refresh token.
+pub struct Refreshed {
+    pub id_token: Option<String>,
     pub access_token: String,
     pub refresh_token: Option<String>,
 }
@@ -323,6 +335,59 @@ impl Oidc {
             .ok_or_else(|| protocol(idp, "the token response has no id_token"))?;
         Ok(Tokens {
             id_token,
+            access_token: response.access_token().secret().clone(),
+            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+        })
+    }
+
+    /// Redeems a refresh token (RFC 6749 section 6). `GrantRefused` when
+    /// the IdP answers `invalid_grant`; `Unreachable` when no answer came.
+    pub async fn refresh(
+        &self,
+        d: &Discovered,
+        idp: &IdentityProvider,
+        redirect_uri: &str,
+        refresh_token: &str,
+    ) -> Result<Refreshed, OidcError> {
+        let (metadata, owned, redirect) =
+            (d.metadata.clone(), idp.clone(), redirect_uri.to_string());
+        let (token, http) = (refresh_token.to_string(), self.http.clone());
+        let response = self
+            .background
+            .run(async move {
+                let client = token_client(&metadata, &owned, &redirect)?;
+                client
+                    .exchange_refresh_token(&oauth2::RefreshToken::new(token))
+                    .request_async(&http)
+                    .await
+                    .map_err(|e| match &e {
+                        oauth2::RequestTokenError::ServerResponse(r)
+                            if *r.error()
+                                == oauth2::basic::BasicErrorResponseType::InvalidGrant =>
+                        {
+                            OidcError::GrantRefused {
+                                idp: owned.id.clone(),
+                                reason: describe_token_error(&e),
+                            }
+                        }
+                        oauth2::RequestTokenError::Request(_) => OidcError::Unreachable {
+                            idp: owned.id.clone(),
+                            reason: describe_token_error(&e),
+                        },
+                        _ => protocol(
+                            &owned,
+                            format!("refresh failed: {}", describe_token_error(&e)),
+                        ),
+                    })
+            })
+            .await
+            .map_err(|e| protocol(idp, e.to_string()))??;
+        Ok(Refreshed {
+            id_token: response
+                .extra_fields()
+                .id_token
+                .clone()
+                .filter(|t| !t.is_empty()),
             access_token: response.access_token().secret().clone(),
             refresh_token: response.refresh_token().map(|t| t.secret().clone()),
         })

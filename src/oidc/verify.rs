@@ -109,6 +109,9 @@ pub struct Expect<'a> {
 pub enum TokenKind<'a> {
     /// An ID token from a login: `nonce` must equal this.
     IdToken { nonce: &'a str },
+    /// An ID token from a refresh (OpenID Connect Core 12.2): as a login's,
+    /// but it carries no new nonce; one it carries must be the login's.
+    RefreshedIdToken { nonce: Option<&'a str> },
     /// OpenID Connect Back-Channel Logout 1.0.
     LogoutToken,
     /// A JWT presented as `Authorization: Bearer` (ID or access token).
@@ -221,6 +224,17 @@ pub fn verify(token: &str, keys: &Keys, expect: &Expect<'_>) -> Result<Value, Ve
                 got.as_bytes(),
                 nonce.as_bytes(),
             )) {
+                return Err(VerifyError::Nonce);
+            }
+        }
+        TokenKind::RefreshedIdToken { nonce } => {
+            if iat.is_none() {
+                return Err(VerifyError::Missing("iat"));
+            }
+            check_azp(&claims, expect)?;
+            if let Some(got) = claims.get("nonce")
+                && (nonce.is_none() || got.as_str() != nonce)
+            {
                 return Err(VerifyError::Nonce);
             }
         }
@@ -394,6 +408,7 @@ mod tests {
     }
 
     const ID: TokenKind<'static> = TokenKind::IdToken { nonce: "n-1" };
+    const REFRESHED: TokenKind<'static> = TokenKind::RefreshedIdToken { nonce: Some("n-1") };
 
     #[test]
     fn tokens_accepted_and_refused() {
@@ -499,6 +514,36 @@ mod tests {
                 rs256(&id_claims(json!({"aud": ["gw", "other"], "azp": "gw"}))),
                 ID,
                 Ok(()),
+            ),
+            (
+                "a refreshed ID token, no nonce (OIDC Core 12.2)",
+                rs256(&id_claims(json!({"nonce": null}))),
+                REFRESHED,
+                Ok(()),
+            ),
+            (
+                "a refreshed ID token with the login's nonce",
+                rs256(&id_claims(json!({}))),
+                REFRESHED,
+                Ok(()),
+            ),
+            (
+                "a refreshed ID token with another nonce",
+                rs256(&id_claims(json!({"nonce": "n-2"}))),
+                REFRESHED,
+                Err(E::Nonce),
+            ),
+            (
+                "a refreshed ID token for another client",
+                rs256(&id_claims(json!({"azp": "other-client"}))),
+                REFRESHED,
+                Err(E::AuthorizedParty),
+            ),
+            (
+                "a refreshed ID token from another issuer",
+                rs256(&id_claims(json!({"iss": "https://evil.test"}))),
+                REFRESHED,
+                Err(E::Issuer),
             ),
             (
                 "a good logout token",

@@ -166,7 +166,12 @@ impl Gateway {
             )
             .await
         {
-            Ok(Some(p)) => Authn::Principal(p),
+            Ok(Some(p)) => {
+                // Due for its IdP's word again: asked in the background,
+                // this request goes on as it is.
+                login::refresh::after_request(&self.shared, config, &p, crate::store::now());
+                Authn::Principal(p)
+            }
             Ok(None) => Authn::Anonymous,
             Err(e) => {
                 tracing::warn!(error = %e, "session lookup failed");

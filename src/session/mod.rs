@@ -38,6 +38,10 @@ pub struct Principal {
     /// Roles by organization id, sorted.
     pub roles: BTreeMap<String, Vec<String>>,
     pub expires_at: i64,
+    /// When the IdP last vouched for the session (login or refresh).
+    pub validated_at: i64,
+    /// The session holds a refresh token.
+    pub refreshable: bool,
     last_seen: AtomicI64,
     verdicts: Mutex<HashMap<(u64, usize), Result<(), Denied>>>,
     /// Few entries (one per host and org the user visits): a list.
@@ -83,6 +87,8 @@ impl Principal {
             claims_data,
             roles,
             expires_at: r.expires_at,
+            validated_at: r.validated_at,
+            refreshable: r.refreshable,
             last_seen: AtomicI64::new(r.last_seen_at),
             verdicts: Mutex::new(HashMap::new()),
             assertions: Mutex::new(Vec::new()),
@@ -117,6 +123,8 @@ impl Principal {
                 .map(|m| (m.org, m.roles))
                 .collect(),
             expires_at,
+            validated_at: crate::store::now(),
+            refreshable: false,
             last_seen: AtomicI64::new(crate::store::now()),
             verdicts: Mutex::new(HashMap::new()),
             assertions: Mutex::new(Vec::new()),
@@ -229,6 +237,9 @@ pub struct Sessions {
     cache: moka::future::Cache<String, Option<Arc<Principal>>>,
     /// Verified bearer tokens by SHA-256, for the same bounded time.
     pub bearer: moka::future::Cache<String, Arc<Principal>>,
+    /// Sessions this replica asked the store to refresh lately: asked at
+    /// most once per cache lifetime, whoever then does it.
+    refresh_asked: moka::sync::Cache<String, ()>,
     store: Store,
     background: Background,
 }
@@ -245,6 +256,10 @@ impl Sessions {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .support_invalidation_closures()
+                .build(),
+            refresh_asked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
                 .build(),
             store,
             background,
@@ -315,6 +330,14 @@ impl Sessions {
         }
         self.cache.insert(hash.to_string(), principal.clone()).await;
         Ok(principal.filter(|p| p.is_live(now, idle)))
+    }
+
+    /// Whether this replica should ask the store to refresh the session:
+    /// `true` once per cache lifetime of a session.
+    pub fn ask_refresh(&self, hash: &str) -> bool {
+        let asked = std::cell::Cell::new(false);
+        self.refresh_asked.get_with_by_ref(hash, || asked.set(true));
+        asked.get()
     }
 
     /// Drops cached sessions so that the next request reads the store.

@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// Why the IdP's claims are being applied.
+#[derive(Debug, Clone, Copy)]
+pub enum Occasion<'a> {
+    /// A login: the user may be created (audit actor `login:{idp}`).
+    Login,
+    /// A session's refresh: only that session's user is re-provisioned,
+    /// never created (audit actor `refresh:{idp}`).
+    Refresh { user_id: &'a str },
+}
+
 impl Store {
     /// Provisions one login in one transaction: finds the user by
     /// `(idp, subject)` or, for a pre-provisioned user, by `(idp, verified
@@ -17,6 +27,7 @@ impl Store {
     pub async fn apply_login<F, E>(
         &self,
         identity: &Identity,
+        occasion: Occasion<'_>,
         planner: F,
     ) -> Result<Result<AppliedLogin, E>, StoreError>
     where
@@ -24,7 +35,7 @@ impl Store {
     {
         let mut last = None;
         for attempt in 0..LOGIN_ATTEMPTS {
-            match self.try_apply_login(identity, &planner).await {
+            match self.try_apply_login(identity, occasion, &planner).await {
                 Ok(applied) => return Ok(applied),
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(attempt, error = %e, "login transaction collided; trying again");
@@ -42,6 +53,7 @@ impl Store {
     async fn try_apply_login<F, E>(
         &self,
         identity: &Identity,
+        occasion: Occasion<'_>,
         planner: &F,
     ) -> Result<Result<AppliedLogin, E>, StoreError>
     where
@@ -92,7 +104,22 @@ impl Store {
                 return Ok(Err(refused));
             }
         };
-        let actor = format!("login:{}", identity.idp);
+        if let Occasion::Refresh { user_id: expected } = occasion
+            && user_id.as_deref() != Some(expected)
+        {
+            // The session's user is gone, or the identity now names
+            // another: a refresh creates and moves nothing.
+            change.tx.rollback().await?;
+            return Ok(Ok(AppliedLogin {
+                user_id: None,
+                plan,
+                audit: Vec::new(),
+            }));
+        }
+        let actor = match occasion {
+            Occasion::Login => format!("login:{}", identity.idp),
+            Occasion::Refresh { .. } => format!("refresh:{}", identity.idp),
+        };
         let at = now();
         let mut audit = Vec::new();
 

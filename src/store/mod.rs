@@ -24,6 +24,7 @@ use crate::provision::{
     Change, Decision, ExistingUser, Identity, JitRules, JitTable, Membership, MembershipSource,
     Outcome, Plan,
 };
+pub use login::Occasion;
 pub use records::*;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");

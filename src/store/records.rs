@@ -52,6 +52,8 @@ pub struct NewSession {
     pub sid: Option<String>,
     /// Kept for the RP-initiated logout's `id_token_hint`.
     pub id_token: Option<String>,
+    /// The refresh token, sealed under `session.secret`.
+    pub refresh_token: Option<String>,
     pub claims: Value,
     pub expires_at: i64,
 }
@@ -68,9 +70,23 @@ pub struct SessionRecord {
     pub created_at: i64,
     pub last_seen_at: i64,
     pub expires_at: i64,
+    /// When the IdP last vouched for it (login or refresh).
+    pub validated_at: i64,
+    /// Whether it holds a refresh token.
+    pub refreshable: bool,
     pub email: Option<String>,
     pub name: Option<String>,
     pub memberships: Vec<Membership>,
+}
+
+/// A session claimed for a refresh by this replica.
+#[derive(Debug, Clone)]
+pub struct RefreshClaim {
+    pub user_id: String,
+    pub idp: String,
+    /// Sealed under `session.secret`.
+    pub refresh_token: String,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ impl Store {
     pub async fn create_session(&self, s: &NewSession) -> Result<(), StoreError> {
         let at = now();
         sqlx::query(
-            "INSERT INTO sessions (id_hash, user_id, idp, subject, sid, id_token, claims, created_at, last_seen_at, expires_at, idp_sub) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10)",
+            "INSERT INTO sessions (id_hash, user_id, idp, subject, sid, id_token, claims, created_at, last_seen_at, expires_at, idp_sub, refresh_token, validated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, $10, $11, $8)",
         )
         .bind(&s.id_hash)
         .bind(&s.user_id)
@@ -20,6 +20,7 @@ impl Store {
         .bind(at)
         .bind(s.expires_at)
         .bind(&s.idp_sub)
+        .bind(&s.refresh_token)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -30,7 +31,8 @@ impl Store {
     pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let Some(row) = sqlx::query(
-            "SELECT s.user_id, s.idp, s.subject, s.sid, s.id_token, s.claims, s.created_at, s.last_seen_at, s.expires_at, u.email, u.name \
+            "SELECT s.user_id, s.idp, s.subject, s.sid, s.id_token, s.claims, s.created_at, s.last_seen_at, s.expires_at, u.email, u.name, \
+             COALESCE(s.validated_at, s.created_at), CAST(CASE WHEN s.refresh_token IS NULL THEN 0 ELSE 1 END AS BIGINT) \
              FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1",
         )
         .bind(id_hash)
@@ -57,8 +59,82 @@ impl Store {
             expires_at: row.try_get(8)?,
             email: row.try_get(9)?,
             name: row.try_get(10)?,
+            validated_at: row.try_get(11)?,
+            refreshable: row.try_get::<i64, _>(12)? == 1,
             memberships,
         }))
+    }
+
+    /// Claims a session for a refresh: it holds a refresh token, the IdP
+    /// last vouched for it at or before `due`, and no replica holds it
+    /// (or its hold ran out). The hold lasts until `hold_until`. `None`:
+    /// not this replica's to refresh now.
+    pub async fn claim_refresh(
+        &self,
+        id_hash: &str,
+        due: i64,
+        at: i64,
+        hold_until: i64,
+    ) -> Result<Option<RefreshClaim>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE sessions SET refresh_held_until = $4 \
+             WHERE id_hash = $1 AND refresh_token IS NOT NULL AND expires_at > $3 \
+             AND COALESCE(validated_at, created_at) <= $2 \
+             AND (refresh_held_until IS NULL OR refresh_held_until <= $3) \
+             RETURNING user_id, idp, refresh_token, expires_at",
+        )
+        .bind(id_hash)
+        .bind(due)
+        .bind(at)
+        .bind(hold_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(RefreshClaim {
+                user_id: r.try_get(0)?,
+                idp: r.try_get(1)?,
+                refresh_token: r.try_get(2)?,
+                expires_at: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// A refresh succeeded: the new claims (and ID token, and refresh
+    /// token when the IdP rotated it) replace the old, the IdP vouched
+    /// for the session at `at`, and the hold is released.
+    pub async fn session_refreshed(
+        &self,
+        id_hash: &str,
+        claims: &Value,
+        id_token: Option<&str>,
+        refresh_token: Option<&str>,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET claims = $2, id_token = COALESCE($3, id_token), \
+             refresh_token = COALESCE($4, refresh_token), validated_at = $5, refresh_held_until = NULL \
+             WHERE id_hash = $1",
+        )
+        .bind(id_hash)
+        .bind(json_text(claims))
+        .bind(id_token)
+        .bind(refresh_token)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts off a session's refresh until `until` (the IdP could not be
+    /// reached): the session stays as it is.
+    pub async fn hold_refresh(&self, id_hash: &str, until: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET refresh_held_until = $2 WHERE id_hash = $1")
+            .bind(id_hash)
+            .bind(until)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn touch_session(&self, id_hash: &str, at: i64) -> Result<(), StoreError> {

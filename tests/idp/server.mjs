@@ -33,6 +33,10 @@ for (const p of spec.providers) {
       rpInitiatedLogout: { enabled: true },
     },
     pkce: { required: () => true },
+    // Refresh tokens for every client allowed the grant, as Keycloak gives
+    // them (oidc-provider alone would want `offline_access` with
+    // `prompt=consent`).
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
     // Everything here is on loopback, which oidc-provider's SSRF guard
     // refuses by default; the back-channel logout call must reach the
     // gateway on 127.0.0.1.
@@ -53,6 +57,37 @@ for (const p of spec.providers) {
     // Quiet in tests; keys are generated at start (one RS256 key).
     cookies: { keys: ['portcullis-test-idp-cookie-key'] },
     ttl: { AccessToken: 600, IdToken: 600, Session: 3600, Grant: 3600, Interaction: 600 },
+  });
+  // Test controls, as an IdP's admin console would act: change an
+  // account's claims, remove an account, revoke an account's grants.
+  //   PUT    /__test/accounts/<id>   body: the new claims (JSON)
+  //   DELETE /__test/accounts/<id>
+  //   POST   /__test/accounts/<id>/revoke
+  const grants = {};
+  provider.on('grant.saved', (grant) => {
+    (grants[grant.accountId] ||= new Set()).add(grant.jti);
+  });
+  provider.use(async (ctx, next) => {
+    const m = ctx.path.match(/^\/__test\/accounts\/([^/]+)(\/revoke)?$/);
+    if (!m) return next();
+    const id = decodeURIComponent(m[1]);
+    if (ctx.method === 'PUT' && !m[2]) {
+      let raw = '';
+      for await (const chunk of ctx.req) raw += chunk;
+      accounts[id] = JSON.parse(raw);
+    } else if (ctx.method === 'DELETE' && !m[2]) {
+      delete accounts[id];
+    } else if (ctx.method === 'POST' && m[2]) {
+      for (const jti of grants[id] || []) {
+        const grant = await provider.Grant.find(jti);
+        if (grant) await grant.destroy();
+      }
+      delete grants[id];
+    } else {
+      ctx.status = 405;
+      return;
+    }
+    ctx.status = 204;
   });
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   provider.on('backchannel.error', (ctx, err) => console.error('backchannel.error', err && err.message, err && err.cause && err.cause.message));

@@ -59,6 +59,47 @@ impl Idp {
             .collect();
         Idp { child, ports }
     }
+
+    /// The provider on `port`'s test controls (tests/idp/server.mjs).
+    async fn control(&self, method: reqwest::Method, port: u16, path: &str, body: Option<Value>) {
+        let url = format!("http://127.0.0.1:{port}/__test/accounts/{path}");
+        let mut req = reqwest::Client::new().request(method, &url);
+        if let Some(b) = body {
+            req = req.body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 204, "{url}");
+    }
+
+    /// The account's claims from now on, at the provider on `port`.
+    pub async fn set_account(&self, port: u16, account: &str, claims: Value) {
+        self.control(reqwest::Method::PUT, port, account, Some(claims))
+            .await
+    }
+
+    /// Removes the account, as when a user is disabled at the IdP.
+    pub async fn remove_account(&self, port: u16, account: &str) {
+        self.control(reqwest::Method::DELETE, port, account, None)
+            .await
+    }
+
+    /// Revokes every grant of the account (its refresh tokens die).
+    pub async fn revoke_grants(&self, port: u16, account: &str) {
+        self.control(
+            reqwest::Method::POST,
+            port,
+            &format!("{account}/revoke"),
+            None,
+        )
+        .await
+    }
+
+    /// Stops the providers. (The caller closes the sockets it holds, so
+    /// that connections are refused rather than queued.)
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Idp {
@@ -68,7 +109,9 @@ impl Drop for Idp {
     }
 }
 
-/// An oidc-provider client entry for the gateway on `gateway_port`.
+/// An oidc-provider client entry for the gateway on `gateway_port`,
+/// allowed refresh tokens (which it gets when it asks for
+/// `offline_access`).
 pub fn client(id: &str, secret: &str, gateway_port: u16) -> Value {
     json!({
         "client_id": id,
@@ -77,7 +120,7 @@ pub fn client(id: &str, secret: &str, gateway_port: u16) -> Value {
         "post_logout_redirect_uris": [format!("http://localhost:{gateway_port}/")],
         "backchannel_logout_uri": format!("http://localhost:{gateway_port}/_portcullis/backchannel-logout"),
         "backchannel_logout_session_required": true,
-        "grant_types": ["authorization_code"],
+        "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
         "token_endpoint_auth_method": "client_secret_basic",
     })

@@ -443,6 +443,7 @@ pub async fn session_cookie(
             idp_sub: Some(subject.to_string()),
             sid: None,
             id_token: None,
+            refresh_token: None,
             claims,
             expires_at: portcullis::store::now() + expires_in,
         })

@@ -54,6 +54,18 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration where zero means "off".
+    fn duration_or_off(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.err(path, e);
+                default
+            }
+        }
+    }
+
     fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
         match value.parse::<SocketAddr>() {
             Ok(a) => Some(a),

@@ -88,12 +88,18 @@ impl Validator<'_> {
             s.idle_timeout.as_deref(),
             Duration::from_secs(3600),
         );
+        let refresh_interval = self.duration_or_off(
+            "session.refresh_interval",
+            s.refresh_interval.as_deref(),
+            Duration::from_secs(15 * 60),
+        );
         Some(Session {
             secret: s.secret.as_bytes().to_vec(),
             cookie_name,
             cookie_domain: s.cookie_domain.clone(),
             lifetime,
             idle_timeout,
+            refresh_interval,
         })
     }
 }
