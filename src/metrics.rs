@@ -65,6 +65,7 @@ pub struct Metrics {
     pub session_cache_misses: Counter,
     pub session_refresh: Family<OutcomeLabels, Counter>,
     pub sessions_ended: Family<ReasonLabels, Counter>,
+    pub connections_closed: Family<ReasonLabels, Counter>,
     pub config_reloads: Counter,
     pub config_reload_failures: Counter,
 }
@@ -135,6 +136,12 @@ impl Metrics {
             "Sessions ended before their lifetime, by reason",
             sessions_ended.clone(),
         );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "upgraded_connections_closed",
+            "WebSocket and other upgraded connections closed because their session ended or lost access, by reason",
+            connections_closed.clone(),
+        );
         let config_reloads = Counter::default();
         registry.register(
             "config_reloads",
@@ -159,6 +166,7 @@ impl Metrics {
             session_cache_misses,
             session_refresh,
             sessions_ended,
+            connections_closed,
             config_reloads,
             config_reload_failures,
         }
@@ -178,6 +186,14 @@ impl Metrics {
                 reason: reason.to_string(),
             })
             .inc_by(sessions as u64);
+    }
+
+    pub fn count_connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
     }
 
     /// Prometheus text exposition format.

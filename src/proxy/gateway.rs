@@ -57,11 +57,14 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut pingora::http::ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         observe::upstream_answered(&self.shared, ctx);
+        if upstream_response.status == 101 {
+            self.upgraded_by_session(session, ctx);
+        }
         Ok(())
     }
 
@@ -85,6 +88,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(cookie) = ctx.upgraded.take() {
+            self.upgraded.unregister(cookie);
+        }
         observe::access_log(&self.shared, session, e, ctx);
     }
 }

@@ -14,6 +14,7 @@ pub mod headers;
 mod observe;
 pub(crate) mod respond;
 pub(crate) mod server;
+mod upgraded;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,11 +36,30 @@ pub const MAX_REQUEST_HEADER_BYTES: usize = 32 * 1024;
 
 pub struct Gateway {
     shared: Arc<Shared>,
+    upgraded: Arc<upgraded::Upgraded>,
 }
 
 impl Gateway {
     pub fn new(shared: Arc<Shared>) -> Gateway {
-        Gateway { shared }
+        let upgraded = Arc::new(upgraded::Upgraded::default());
+        upgraded::watch(&shared, &upgraded);
+        Gateway { shared, upgraded }
+    }
+
+    /// Registers an upgraded connection a session opened, so that it ends
+    /// with the session (see `upgraded`).
+    fn upgraded_by_session(&self, session: &pingora::proxy::Session, ctx: &mut RequestCtx) {
+        let (Some(hash), Some(route)) = (
+            ctx.principal
+                .as_ref()
+                .and_then(|p| p.session_hash.as_deref()),
+            ctx.route.as_ref(),
+        ) else {
+            return;
+        };
+        if let Some(fd) = session.stream().map(|s| s.id()) {
+            ctx.upgraded = self.upgraded.register(fd, hash, &route.name);
+        }
     }
 
     /// The signed assertion for `p` at `host` on `route`; a signing failure
@@ -80,6 +100,8 @@ pub struct RequestCtx {
     tries: usize,
     /// The authenticated user, once the route's policy let them pass.
     principal: Option<Arc<Principal>>,
+    /// The registration of this request's upgraded connection.
+    upgraded: Option<u64>,
     _inflight: InflightGuard,
 }
 
@@ -103,6 +125,7 @@ impl RequestCtx {
             upstream_started: None,
             tries: 0,
             principal: None,
+            upgraded: None,
             _inflight: shared.track(),
         }
     }
