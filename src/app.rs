@@ -136,6 +136,7 @@ impl Built {
             addresses,
         } = self;
         sweep_sessions(&shared);
+        listen_to_replicas(&shared);
         let runtime = shared.runtime.load_full();
         let mut tasks = Vec::new();
         if let Some(listener) = admin {
@@ -174,6 +175,22 @@ impl Built {
 pub fn run(config: Config, config_path: PathBuf) -> Result<(), StartError> {
     let inherited = Inherited::from_env();
     build(config, config_path, inherited)?.run()
+}
+
+/// On PostgreSQL, what the other replicas change (ended sessions, changed
+/// users) drops the affected cache entries here as it commits.
+fn listen_to_replicas(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let store = shared.store().clone();
+    shared.sessions.background().spawn(async move {
+        let Some(mut notices) = store.notices() else {
+            return;
+        };
+        while let Some(notice) = notices.recv().await {
+            let Some(shared) = weak.upgrade() else { return };
+            shared.sessions.apply(notice).await;
+        }
+    });
 }
 
 /// Deletes expired and idle sessions from the store every ten minutes.

@@ -347,6 +347,37 @@ impl Sessions {
         }
     }
 
+    /// Drops a bearer token from the cache by its SHA-256 (hex).
+    pub async fn forget_bearer_hash(&self, hash: &str) {
+        self.bearer.invalidate(hash).await;
+    }
+
+    /// Drops every cached session and bearer token (notices from other
+    /// replicas may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+        self.bearer.invalidate_all();
+    }
+
+    /// Applies what another replica changed (or this one: harmless).
+    pub async fn apply(&self, notice: crate::store::Notice) {
+        use crate::store::Notice;
+        match notice {
+            Notice::Sessions(hashes) => self.forget(&hashes).await,
+            Notice::Tokens(hashes) => {
+                for h in &hashes {
+                    self.forget_bearer_hash(h).await;
+                }
+            }
+            Notice::Users(users) => {
+                for u in &users {
+                    self.forget_user(u);
+                }
+            }
+            Notice::Lost => self.forget_all(),
+        }
+    }
+
     /// Drops a bearer token from the cache (its session was logged out).
     pub async fn forget_bearer(&self, token: &str) {
         self.bearer

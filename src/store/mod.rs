@@ -9,6 +9,7 @@ mod jit;
 mod keys;
 mod login;
 mod memberships;
+mod notify;
 mod records;
 mod sessions;
 mod users;
@@ -25,6 +26,7 @@ use crate::provision::{
     Outcome, Plan,
 };
 pub use login::Occasion;
+pub use notify::Notice;
 pub use records::*;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -103,6 +105,8 @@ fn json_text(v: &impl serde::Serialize) -> String {
 pub struct Store {
     pool: AnyPool,
     kind: StoreKind,
+    /// For the notification listener's own connection (PostgreSQL).
+    url: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,7 +149,11 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redacted_url(&url))))?;
-        let store = Store { pool, kind };
+        let store = Store {
+            pool,
+            kind,
+            url: url.as_str().into(),
+        };
         if store.kind == StoreKind::Sqlite {
             // Readers do not block the writer. Persistent in the file.
             sqlx::query("PRAGMA journal_mode=WAL")
@@ -182,7 +190,11 @@ impl Store {
             .connect(&url)
             .await
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redacted_url(&url))))?;
-        Ok(Some(Store { pool, kind }))
+        Ok(Some(Store {
+            pool,
+            kind,
+            url: url.as_str().into(),
+        }))
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -252,11 +264,20 @@ impl Audited {
         self.events.extend(events);
     }
 
-    /// Writes the events, commits, then emits them; returns them.
+    /// Writes the events, tells the other replicas (PostgreSQL) which
+    /// users changed, commits, then emits them; returns them.
     pub(super) async fn commit(mut self) -> Result<Vec<AuditEvent>, StoreError> {
         for e in &self.events {
             e.insert(&mut self.tx).await?;
         }
+        let mut users: Vec<String> = self
+            .events
+            .iter()
+            .filter_map(|e| e.user_id.clone())
+            .collect();
+        users.sort();
+        users.dedup();
+        notify::send(&mut self.tx, Notice::Users(users)).await?;
         self.tx.commit().await?;
         for e in &self.events {
             e.emit();
@@ -284,18 +305,24 @@ async fn end_sessions<'q>(
 ) -> Result<Vec<String>, StoreError> {
     let rows = delete.fetch_all(&mut **tx).await?;
     let mut hashes = Vec::with_capacity(rows.len());
+    let mut tokens = Vec::new();
     for row in &rows {
         hashes.push(row.try_get::<String, _>(0)?);
         if let Some(token) = row.try_get::<Option<String>, _>(1)? {
+            let token_hash = hex::encode(crate::util::sha256(token.as_bytes()));
             sqlx::query(
                 "INSERT INTO ended_tokens (token_hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
-            .bind(hex::encode(crate::util::sha256(token.as_bytes())))
+            .bind(&token_hash)
             .bind(row.try_get::<i64, _>(2)?)
             .execute(&mut **tx)
             .await?;
+            tokens.push(token_hash);
         }
     }
+    // Delivered to every replica when (and only if) the deletion commits.
+    notify::send(tx, Notice::Sessions(hashes.clone())).await?;
+    notify::send(tx, Notice::Tokens(tokens)).await?;
     Ok(hashes)
 }
 

@@ -123,7 +123,8 @@ impl Store {
         .bind(at)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.notify(Notice::Sessions(vec![id_hash.to_string()]))
+            .await
     }
 
     /// Puts off a session's refresh until `until` (the IdP could not be
