@@ -149,6 +149,11 @@ async fn logout_closes_the_sessions_websocket_at_once() {
         Some(1.0),
         "{m}"
     );
+    assert_eq!(
+        metric_value(&m, "portcullis_sessions_ended_total{reason=\"logout\"}"),
+        Some(1.0),
+        "{m}"
+    );
     // A new upgrade with the ended session is refused like any request.
     let mut request = format!("ws://{}/socket", gw.http)
         .into_client_request()

@@ -84,6 +84,9 @@ pub async fn backchannel(shared: &Shared, runtime: &Runtime, body: &[u8]) -> Ans
         return match ended {
             Ok(hashes) => {
                 shared.sessions.forget(&hashes).await;
+                shared
+                    .metrics
+                    .count_ended("backchannel_logout", hashes.len());
                 tracing::info!(target: "portcullis::session", idp = %idp.id, sessions = hashes.len(), "sessions ended by back-channel logout");
                 Answer::Empty { status: 200 }
             }

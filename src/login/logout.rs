@@ -19,8 +19,8 @@ pub async fn logout(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) 
             .sessions
             .with_store(move |s| async move {
                 let record = s.session(&key).await?;
-                s.delete_session(&key).await?;
-                Ok(record)
+                let ended = s.delete_session(&key).await?;
+                Ok(record.filter(|_| ended))
             })
             .await;
         match ended {
@@ -30,6 +30,7 @@ pub async fn logout(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) 
                     shared.sessions.forget_bearer(token).await;
                 }
                 if let Some(r) = record {
+                    shared.metrics.count_ended("logout", 1);
                     tracing::info!(target: "portcullis::session", user = %r.user_id, "session ended by logout");
                     if let Some(url) =
                         end_session_url(shared, config, &r.idp, r.id_token.as_deref()).await

@@ -62,6 +62,7 @@ pub(super) async fn revoke_sessions(
         .with_store(move |s| async move { s.delete_user_sessions(&owned, &a).await })
         .await?;
     shared.sessions.forget(&hashes).await;
+    shared.metrics.count_ended("revoked", hashes.len());
     forget_user(&shared, &id);
     Ok(StatusCode::NO_CONTENT)
 }
