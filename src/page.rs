@@ -66,6 +66,27 @@ impl Reply {
             .with_header("www-authenticate", "Bearer")
     }
 
+    /// 401 for a session whose sign-in is weaker or older than the route
+    /// asks (RFC 9470), saying what would do.
+    pub fn step_up(su: &crate::config::StepUp) -> Reply {
+        let mut challenge = String::from(
+            "Bearer error=\"insufficient_user_authentication\", error_description=\"A stronger or more recent sign-in is required\"",
+        );
+        if !su.acr_values.is_empty() {
+            challenge.push_str(&format!(", acr_values=\"{}\"", su.acr_values.join(" ")));
+        }
+        if let Some(max) = su.max_age {
+            challenge.push_str(&format!(", max_age={}", max.as_secs()));
+        }
+        Reply::new(
+            401,
+            "insufficient_user_authentication",
+            "Stronger sign-in required",
+            "This route needs a stronger or more recent sign-in than this session's.",
+        )
+        .with_header("www-authenticate", challenge)
+    }
+
     /// 401 for a bearer token that was not accepted.
     pub fn bad_bearer() -> Reply {
         Reply::new(

@@ -332,6 +332,38 @@ fn each_error_names_its_place() {
         ),
         (
             edit(
+                "    org: home-lab\n    allow_roles",
+                "    step_up: {}\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].step_up",
+            "needs acr_values, max_age or both",
+        ),
+        (
+            edit(
+                "    org: home-lab\n    allow_roles",
+                "    step_up: {acr_values: [\"a b\"], max_age: soon}\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].step_up.acr_values[0]",
+            "is not an acr value",
+        ),
+        (
+            edit(
+                "    org: home-lab\n    allow_roles",
+                "    step_up: {max_age: soon}\n    org: home-lab\n    allow_roles",
+            ),
+            "routes[0].step_up.max_age",
+            "invalid duration",
+        ),
+        (
+            edit(
+                "  idle_timeout: 1h",
+                "  idle_timeout: 1h\n  refresh_interval: often",
+            ),
+            "session.refresh_interval",
+            "invalid duration",
+        ),
+        (
+            edit(
                 "  public_url: \"https://auth.example.com\"",
                 "  public_url: \"ftp://auth.example.com\"",
             ),

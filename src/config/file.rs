@@ -236,6 +236,20 @@ pub struct RouteSection {
     /// Header name to JMESPath over the claims.
     #[serde(default)]
     pub claim_headers: BTreeMap<String, String>,
+    /// A stronger or fresher sign-in for this route.
+    #[serde(default)]
+    pub step_up: Option<StepUpSection>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpSection {
+    /// The ID token's `acr` must be one of these (asked for in this order).
+    #[serde(default)]
+    pub acr_values: Vec<String>,
+    /// The ID token's `auth_time` must be at most this old.
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

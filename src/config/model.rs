@@ -238,6 +238,29 @@ pub struct Route {
     pub accept_bearer: bool,
     pub websockets: bool,
     pub claim_headers: Vec<(http::HeaderName, Expr)>,
+    pub step_up: Option<StepUp>,
+}
+
+/// What a route asks of the sign-in itself (SPEC 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUp {
+    /// The ID token's `acr` must be one of these; empty: any.
+    pub acr_values: Vec<String>,
+    /// The ID token's `auth_time` at most this old.
+    pub max_age: Option<Duration>,
+}
+
+impl StepUp {
+    /// Whether a sign-in with `acr` at `auth_time` meets it at `now`.
+    pub fn met_by(&self, acr: Option<&str>, auth_time: Option<i64>, now: i64) -> bool {
+        let acr_ok = self.acr_values.is_empty()
+            || acr.is_some_and(|a| self.acr_values.iter().any(|v| v == a));
+        let fresh = match self.max_age {
+            None => true,
+            Some(max) => auth_time.is_some_and(|t| now - t <= max.as_secs() as i64),
+        };
+        acr_ok && fresh
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -150,6 +150,38 @@ async fn finish_login(
                 format!("The ID token was rejected: {e}"),
             )
         })?;
+    // What the route asked of this sign-in, judged on the verified token
+    // (a login URL stripped of `acr_values` gets no further than this).
+    if let Some(asked) = &state.step_up {
+        let want = crate::config::StepUp {
+            acr_values: asked.acr_values.clone(),
+            max_age: asked.max_age.map(std::time::Duration::from_secs),
+        };
+        let acr = claims.get("acr").and_then(Value::as_str);
+        let auth_time = claims.get("auth_time").and_then(Value::as_i64);
+        if !want.met_by(acr, auth_time, crate::store::now()) {
+            tracing::warn!(target: "portcullis::login", idp = %idp.id, acr = ?acr, auth_time = ?auth_time, wanted = ?want, "step-up sign-in refused");
+            return Err((
+                "step_up_failed",
+                failure(
+                    config,
+                    403,
+                    "step_up_failed",
+                    format!(
+                        "This page needs a stronger or more recent sign-in than {} gave (acr {}, wanted {}).",
+                        idp.display_name,
+                        acr.unwrap_or("none"),
+                        if want.acr_values.is_empty() {
+                            "any".to_string()
+                        } else {
+                            want.acr_values.join(" or ")
+                        },
+                    ),
+                    rd,
+                ),
+            ));
+        }
+    }
     if crate::oidc::Oidc::merges_userinfo(idp) {
         let info = shared
             .oidc

@@ -27,7 +27,7 @@ pub use bearer::{BearerError, bearer};
 pub use callback::callback;
 pub use logout::logout;
 pub use start::start;
-pub use urls::{login_link, public_base, redirect_uri};
+pub use urls::{login_link, login_link_at, public_base, redirect_uri};
 
 /// What the gateway answers.
 #[derive(Debug)]

@@ -2,7 +2,9 @@
 //! IdP (or the chooser page), and the redirect to it with the login state
 //! sealed in cookies.
 
-use super::{Answer, RequestParts, encode, idp_unavailable, login_link, query_param, redirect_uri};
+use super::{
+    Answer, RequestParts, idp_unavailable, login_link, login_link_at, query_param, redirect_uri,
+};
 use crate::authz::safe_redirect;
 use crate::page::Reply;
 use crate::session::login_state::{self, LoginState};
@@ -25,11 +27,10 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     let idp_param = query_param(req.query, "idp");
     if !on_public_host {
         // The login-state cookie must be set where the callback is.
-        let mut location = login_link(config, &rd);
-        if let Some(idp) = &idp_param {
-            location.push_str("&idp=");
-            location.push_str(&encode(idp));
-        }
+        let location = match &idp_param {
+            Some(idp) => login_link_at(config, &rd, idp),
+            None => login_link(config, &rd),
+        };
         return Answer::Redirect {
             location,
             cookies: vec![],
@@ -59,12 +60,7 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
         (None, all) => {
             let choices: Vec<(String, String)> = all
                 .iter()
-                .map(|i| {
-                    (
-                        format!("{}&idp={}", login_link(config, &rd), encode(&i.id)),
-                        i.display_name.clone(),
-                    )
-                })
+                .map(|i| (login_link_at(config, &rd, &i.id), i.display_name.clone()))
                 .collect();
             return Answer::Html {
                 status: 200,
@@ -76,10 +72,15 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
         Ok(d) => d,
         Err(e) => return idp_unavailable(shared, &idp, &e),
     };
-    let request = match shared
-        .oidc
-        .authorization_request(&discovered, &idp, &redirect_uri(config))
-    {
+    // The route `rd` leads to may ask for a stronger or fresher sign-in:
+    // asked of the IdP now, and checked on the ID token at the callback.
+    let step_up = route_of(&rd, req.host, runtime).and_then(|r| r.step_up.clone());
+    let request = match shared.oidc.authorization_request(
+        &discovered,
+        &idp,
+        &redirect_uri(config),
+        step_up.as_ref(),
+    ) {
         Ok(r) => r,
         Err(e) => return idp_unavailable(shared, &idp, &e),
     };
@@ -90,6 +91,10 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
         pkce_verifier: request.pkce_verifier,
         rd,
         iat: crate::store::now(),
+        step_up: step_up.map(|su| login_state::StepUpAsked {
+            acr_values: su.acr_values,
+            max_age: su.max_age.map(|d| d.as_secs()),
+        }),
     };
     let name = login_state::cookie_name(config, &request.state);
     let sealed = login_state::seal(&config.session.secret, &name, &state);
@@ -99,25 +104,34 @@ pub async fn start(shared: &Shared, runtime: &Runtime, req: &RequestParts<'_>) -
     }
 }
 
+/// The route a (validated) `rd` leads to: an absolute URL's host and path,
+/// or a path on the host the login began on.
+fn route_of(
+    rd: &str,
+    login_host: &str,
+    runtime: &Runtime,
+) -> Option<std::sync::Arc<crate::config::Route>> {
+    match url::Url::parse(rd) {
+        Ok(url) => {
+            let host = url.host_str().and_then(crate::authz::normalize_host)?;
+            runtime.routes.lookup(&host, url.path()).cloned()
+        }
+        Err(_) => {
+            let path = rd.split(['?', '#']).next().unwrap_or("/");
+            runtime.routes.lookup(login_host, path).cloned()
+        }
+    }
+}
+
 /// For a deep link too long to keep through a login: the first page of
 /// the route it points into (`path_prefix` on the same origin).
 fn first_page(rd: &str, login_host: &str, runtime: &Runtime) -> String {
-    let prefix = |host: &str, path: &str| {
-        runtime
-            .routes
-            .lookup(host, path)
-            .map(|r| r.path_prefix.clone())
-            .unwrap_or_else(|| "/".into())
-    };
+    let first = route_of(rd, login_host, runtime)
+        .map(|r| r.path_prefix.clone())
+        .unwrap_or_else(|| "/".into());
     match url::Url::parse(rd) {
-        Ok(url) => {
-            let host = url.host_str().and_then(crate::authz::normalize_host);
-            let first = host
-                .map(|h| prefix(&h, url.path()))
-                .unwrap_or_else(|| "/".into());
-            format!("{}{first}", url.origin().ascii_serialization())
-        }
+        Ok(url) => format!("{}{first}", url.origin().ascii_serialization()),
         // A path on the host the login began on.
-        Err(_) => prefix(login_host, rd.split(['?', '#']).next().unwrap_or("/")),
+        Err(_) => first,
     }
 }

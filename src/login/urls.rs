@@ -19,7 +19,17 @@ pub fn login_link(config: &Config, rd: &str) -> String {
     format!("{}{}", public_base(config), relative_login_link(rd))
 }
 
+/// [`login_link`] at one IdP (`&idp=…`).
+pub fn login_link_at(config: &Config, rd: &str, idp: &str) -> String {
+    format!("{}{}", public_base(config), relative_login_link_at(rd, idp))
+}
+
 /// `/_portcullis/login?rd=…` on whatever host the request came to.
 pub fn relative_login_link(rd: &str) -> String {
     format!("{LOGIN}?rd={}", super::encode(rd))
+}
+
+/// [`relative_login_link`] at one IdP.
+pub fn relative_login_link_at(rd: &str, idp: &str) -> String {
+    format!("{}&idp={}", relative_login_link(rd), super::encode(idp))
 }

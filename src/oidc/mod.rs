@@ -270,6 +270,7 @@ impl Oidc {
         d: &Discovered,
         idp: &IdentityProvider,
         redirect_uri: &str,
+        step_up: Option<&crate::config::StepUp>,
     ) -> Result<AuthRequest, OidcError> {
         let client = client(d.metadata.clone(), idp, redirect_uri)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -282,6 +283,16 @@ impl Oidc {
             .set_pkce_challenge(challenge);
         for scope in idp.scopes.iter().filter(|s| s.as_str() != "openid") {
             req = req.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(su) = step_up {
+            for acr in &su.acr_values {
+                req = req.add_auth_context_value(openidconnect::AuthenticationContextClass::new(
+                    acr.clone(),
+                ));
+            }
+            if let Some(max) = su.max_age {
+                req = req.set_max_age(max);
+            }
         }
         let (url, state, nonce) = req.url();
         Ok(AuthRequest {

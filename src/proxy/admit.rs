@@ -111,7 +111,14 @@ impl Gateway {
                 Ok(false)
             }
             Decision::Unauthenticated => {
-                self.unauthenticated(session, ctx).await?;
+                self.unauthenticated(session, ctx, None).await?;
+                Ok(true)
+            }
+            Decision::StepUp(p, su) => {
+                // The same IdP, asked for the stronger sign-in (the login
+                // reads what to ask from the route of `rd`).
+                self.unauthenticated(session, ctx, Some((&p.idp, &su)))
+                    .await?;
                 Ok(true)
             }
             refused => {
@@ -123,9 +130,15 @@ impl Gateway {
         }
     }
 
-    /// A protected route without a valid session: browsers go to the
-    /// login, API clients get 401.
-    async fn unauthenticated(&self, session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+    /// A protected route without a valid session, or with one whose
+    /// sign-in is not strong or recent enough (`step_up`: its IdP and what
+    /// the route asks): browsers go to the login, API clients get 401.
+    async fn unauthenticated(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        step_up: Option<(&str, &crate::config::StepUp)>,
+    ) -> Result<()> {
         if respond::wants_html(session.req_header()) {
             let scheme = if ctx.tls { "https" } else { "http" };
             let original = format!(
@@ -136,10 +149,16 @@ impl Gateway {
                     .map(|t| t.path_and_query())
                     .unwrap_or_default()
             );
-            let login = crate::login::urls::relative_login_link(&original);
+            let login = match step_up {
+                Some((idp, _)) => crate::login::urls::relative_login_link_at(&original, idp),
+                None => crate::login::urls::relative_login_link(&original),
+            };
             respond::redirect(session, &login, vec![]).await
         } else {
-            let reply = Reply::unauthenticated("This route needs a session or a bearer token.");
+            let reply = match step_up {
+                Some((_, su)) => Reply::step_up(su),
+                None => Reply::unauthenticated("This route needs a session or a bearer token."),
+            };
             respond::send(session, &reply).await
         }
     }

@@ -9,7 +9,7 @@ use pingora::http::RequestHeader;
 
 use super::Gateway;
 use crate::authz::{Access, Denied, Judged};
-use crate::config::Route;
+use crate::config::{Route, StepUp};
 use crate::login;
 use crate::page::Reply;
 use crate::session::{Principal, cookie};
@@ -23,6 +23,10 @@ pub enum Decision {
     Allowed(Arc<Principal>),
     /// Authenticated, but the route's policy refuses: 403.
     Denied(Denied),
+    /// Meets the policy, but the route wants a stronger or fresher sign-in
+    /// (`step_up`) than the session's: a new login at the same IdP, or 401
+    /// `insufficient_user_authentication` (RFC 9470).
+    StepUp(Arc<Principal>, StepUp),
     /// No credentials, or a session that is unknown, expired or idle.
     Unauthenticated,
     /// A bearer token that does not verify or names no user: 401.
@@ -40,6 +44,7 @@ impl Decision {
             Decision::Public => return None,
             Decision::Allowed(_) => "allowed",
             Decision::Denied(_) => "denied",
+            Decision::StepUp(..) => "step_up",
             Decision::Unauthenticated => "unauthenticated",
             Decision::BadBearer => "bad_bearer",
             Decision::MalformedCookie => "bad_cookie",
@@ -52,7 +57,10 @@ impl Decision {
     /// point answers its own way (a redirect, or a 401 with a login link).
     pub fn refusal(&self, runtime: &Runtime) -> Option<Reply> {
         Some(match self {
-            Decision::Public | Decision::Allowed(_) | Decision::Unauthenticated => return None,
+            Decision::Public
+            | Decision::Allowed(_)
+            | Decision::Unauthenticated
+            | Decision::StepUp(..) => return None,
             Decision::Denied(denied) => Reply::denied(denied),
             Decision::BadBearer => Reply::bad_bearer(),
             Decision::MalformedCookie => {
@@ -98,7 +106,14 @@ impl Gateway {
             Access::Public => Decision::Public,
             Access::Protected => match self.authenticate(req, runtime, Some(route)).await {
                 Authn::Principal(p) => match p.verdict(runtime.generation, route) {
-                    Ok(()) => Decision::Allowed(p),
+                    Ok(()) => match &route.step_up {
+                        // Judged on the verified ID token's claims only.
+                        Some(su) if !su.met_by(p.acr(), p.auth_time(), crate::store::now()) => {
+                            tracing::info!(route = %route.name, user = %p.user_id, acr = ?p.acr(), "step-up needed");
+                            Decision::StepUp(p, su.clone())
+                        }
+                        _ => Decision::Allowed(p),
+                    },
                     Err(denied) => {
                         tracing::info!(route = %route.name, user = %p.user_id, requirement = denied.code(), "access denied");
                         Decision::Denied(denied)

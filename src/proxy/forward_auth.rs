@@ -80,6 +80,16 @@ impl Gateway {
                 Reply::unauthenticated("This route needs a session.")
                     .with_link(login::login_link(config, &url), "Sign in")
             }
+            Decision::StepUp(p, su) => {
+                let url = format!(
+                    "{}://{}{}",
+                    original.scheme,
+                    original.authority,
+                    original.target.path_and_query()
+                );
+                Reply::step_up(su)
+                    .with_link(login::login_link_at(config, &url, &p.idp), "Sign in again")
+            }
             refused => match refused.refusal(&runtime) {
                 Some(reply) => reply,
                 None => Reply::unauthenticated("This route needs a session."),

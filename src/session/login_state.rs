@@ -24,6 +24,17 @@ pub struct LoginState {
     pub rd: String,
     /// Unix seconds when the login began.
     pub iat: i64,
+    /// What the route asked of this sign-in (checked on the ID token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUpAsked>,
+}
+
+/// A route's `step_up`, as asked of the IdP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepUpAsked {
+    pub acr_values: Vec<String>,
+    /// Seconds.
+    pub max_age: Option<u64>,
 }
 
 /// The cookie name for the login with this `state`.
@@ -163,6 +174,7 @@ mod tests {
             pkce_verifier: "v".into(),
             rd: "/".into(),
             iat,
+            step_up: None,
         }
     }
 

@@ -7,7 +7,21 @@
 // Logins go through oidc-provider's own development interaction pages
 // (a login form that accepts any password, then a consent form).
 // Prints "ready <port> <port>..." once every provider listens.
-import Provider from 'oidc-provider';
+import Provider, { interactionPolicy } from 'oidc-provider';
+
+// Step-up, as IdPs with levels of assurance do it: a sign-in is `pwd`,
+// or `mfa` when the password typed is "mfa"; a request whose acr_values
+// the current sign-in does not meet asks for a new one.
+const { Check, base } = interactionPolicy;
+function policy() {
+  const prompts = base();
+  prompts.get('login').checks.add(new Check('acr_values_unmet', 'a stronger sign-in is requested', (ctx) => {
+    const wanted = ctx.oidc.params.acr_values;
+    if (!wanted || !ctx.oidc.session.accountId) return Check.NO_NEED_TO_PROMPT;
+    return wanted.split(' ').includes(ctx.oidc.session.acr) ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT;
+  }));
+  return prompts;
+}
 
 const spec = JSON.parse(process.argv[2]);
 const ports = [];
@@ -33,6 +47,8 @@ for (const p of spec.providers) {
       rpInitiatedLogout: { enabled: true },
     },
     pkce: { required: () => true },
+    acrValues: ['pwd', 'mfa'],
+    interactions: { policy: policy() },
     // Refresh tokens for every client allowed the grant, as Keycloak gives
     // them (oidc-provider alone would want `offline_access` with
     // `prompt=consent`).
@@ -66,6 +82,18 @@ for (const p of spec.providers) {
   const grants = {};
   provider.on('grant.saved', (grant) => {
     (grants[grant.accountId] ||= new Set()).add(grant.jti);
+  });
+  // The development login form, with the acr the password gives.
+  provider.use(async (ctx, next) => {
+    if (ctx.method !== 'POST' || !/^\/interaction\/[^/]+$/.test(ctx.path)) return next();
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    if (details.prompt.name !== 'login') return next();
+    let raw = '';
+    for await (const chunk of ctx.req) raw += chunk;
+    const form = new URLSearchParams(raw);
+    await provider.interactionFinished(ctx.req, ctx.res, {
+      login: { accountId: form.get('login'), acr: form.get('password') === 'mfa' ? 'mfa' : 'pwd' },
+    }, { mergeWithLastSubmission: false });
   });
   provider.use(async (ctx, next) => {
     const m = ctx.path.match(/^\/__test\/accounts\/([^/]+)(\/revoke)?$/);

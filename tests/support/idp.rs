@@ -253,6 +253,12 @@ impl Browser {
         }
     }
 
+    /// The HTTP client with this browser's cookies, for requests a browser
+    /// would not make (other `Accept` headers).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     pub async fn get(&self, url: &str) -> Page {
         let resp = self.client.get(url).send().await.unwrap();
         Self::page(url, resp).await
@@ -284,6 +290,18 @@ impl Browser {
     /// consents, then follows redirects until the first page that is not
     /// the IdP's (the gateway's answer to the callback, and beyond).
     pub async fn sign_in_at_idp(&self, page: Page, account: &str, trail: &mut Vec<Page>) -> Page {
+        self.sign_in_at_idp_with(page, account, "any", trail).await
+    }
+
+    /// [`Browser::sign_in_at_idp`] typing `password` (the test IdP signs
+    /// in with acr `mfa` for the password "mfa", else `pwd`).
+    pub async fn sign_in_at_idp_with(
+        &self,
+        page: Page,
+        account: &str,
+        password: &str,
+        trail: &mut Vec<Page>,
+    ) -> Page {
         let mut page = self.follow(page, trail).await;
         for _ in 0..4 {
             let Some((action, mut fields)) = page.form() else {
@@ -292,7 +310,7 @@ impl Browser {
             if page.body.contains("name=\"login\"") {
                 fields.retain(|(k, _)| k != "login" && k != "password");
                 fields.push(("login".into(), account.into()));
-                fields.push(("password".into(), "any".into()));
+                fields.push(("password".into(), password.into()));
             }
             let posted = self.post_form(&action, &fields).await;
             page = self.follow(posted, trail).await;

@@ -145,6 +145,29 @@ impl Validator<'_> {
                     claim_headers.push((h, e));
                 }
             }
+            let step_up = r.step_up.as_ref().map(|su| {
+                let spath = format!("{path}.step_up");
+                if su.acr_values.is_empty() && su.max_age.is_none() {
+                    self.err(spath.clone(), "needs acr_values, max_age or both");
+                }
+                for (j, v) in su.acr_values.iter().enumerate() {
+                    if v.is_empty() || v.contains(char::is_whitespace) {
+                        self.err(
+                            format!("{spath}.acr_values[{j}]"),
+                            format!("{v:?} is not an acr value (no spaces, not empty)"),
+                        );
+                    }
+                }
+                if r.public {
+                    self.err(spath.clone(), "a public route has no sign-in to step up");
+                }
+                StepUp {
+                    acr_values: su.acr_values.clone(),
+                    max_age: su.max_age.as_deref().map(|m| {
+                        self.duration(&format!("{spath}.max_age"), Some(m), Duration::ZERO)
+                    }),
+                }
+            });
             out.push(Route {
                 index: i,
                 name: r.name.clone(),
@@ -161,6 +184,7 @@ impl Validator<'_> {
                 accept_bearer: r.accept_bearer,
                 websockets: r.websockets.unwrap_or(true),
                 claim_headers,
+                step_up,
             });
         }
         out
