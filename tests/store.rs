@@ -435,6 +435,8 @@ async fn one_replica_claims_a_refresh(backend: Backend) {
     let s = b.session("r1").await.unwrap().unwrap();
     assert_eq!(s.validated_at, later);
     assert_eq!(s.claims["groups"], json!([]));
+    // The lifetime stays absolute: a refresh never extends it.
+    assert_eq!(s.expires_at, now + 3600);
     assert!(
         b.claim_refresh("r1", later, later + 1, later + 61)
             .await
