@@ -45,8 +45,16 @@ impl Idp {
         super::pass_sockets(&mut command, sockets);
         let mut child = command.spawn().expect("node starts");
         let stdout = child.stdout.take().unwrap();
+        let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
+        reader.read_line(&mut line).unwrap();
+        // Keep reading what it prints (oidc-provider's notices): a closed
+        // pipe would kill it at its next line.
+        std::thread::spawn(move || {
+            for l in reader.lines().map_while(Result::ok) {
+                eprintln!("idp: {l}");
+            }
+        });
         if !line.starts_with("ready") {
             let _ = child.kill();
             let _ = child.wait();
