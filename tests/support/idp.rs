@@ -239,10 +239,20 @@ impl Default for Browser {
 
 impl Browser {
     pub fn new() -> Browser {
+        Self::resolving(&[])
+    }
+
+    /// A browser that finds `hosts` at the given loopback addresses (as a
+    /// hosts file would), whatever port the URL names.
+    pub fn resolving(hosts: &[(&str, std::net::SocketAddr)]) -> Browser {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert("accept", "text/html,application/xhtml+xml".parse().unwrap());
+        let mut builder = reqwest::Client::builder();
+        for (host, addr) in hosts {
+            builder = builder.resolve(host, *addr);
+        }
         Browser {
-            client: reqwest::Client::builder()
+            client: builder
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .default_headers(headers)

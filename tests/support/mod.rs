@@ -59,6 +59,19 @@ impl Reserved {
     }
 }
 
+impl Reserved {
+    /// [`Reserved::new`] with `SO_REUSEPORT`: a server that binds with it
+    /// too (Caddy does) can take the port while this value holds it, and
+    /// nobody else can. The reservation never receives a connection.
+    pub fn shared() -> Reserved {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_port(true).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        Reserved(s)
+    }
+}
+
 impl Default for Reserved {
     fn default() -> Self {
         Self::new()
