@@ -311,8 +311,20 @@ async fn email_domains_follow_logto() {
         (200, "2")
     );
     assert_eq!(values(&a, "emailDomain"), ["example.com"]);
+    // Logto's Link header names the neighbouring pages.
+    assert_eq!(
+        a.headers["link"].to_str().unwrap(),
+        format!(
+            "<{ED}?page_size=1&page=1>; rel=\"first\", <{ED}?page_size=1&page=2>; rel=\"next\", <{ED}?page_size=1&page=2>; rel=\"last\""
+        )
+    );
     let a = api.get(&format!("{ED}?page=2&page_size=1")).await;
     assert_eq!(values(&a, "emailDomain"), ["partner.org"]);
+    assert!(
+        a.headers["link"].to_str().unwrap().contains("rel=\"prev\""),
+        "{:?}",
+        a.headers["link"]
+    );
     let a = api.get(&format!("{ED}?page=9")).await;
     assert_eq!((a.status, a.body.clone()), (200, json!([])));
     for bad in ["page_size=0", "page_size=101", "page=0", "page=x"] {

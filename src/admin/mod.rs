@@ -32,6 +32,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(api::link_header))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             authenticate,

@@ -141,6 +141,66 @@ fn paged<T: Serialize>(items: Vec<T>, page: Option<(usize, usize)>, total: i64) 
     resp
 }
 
+/// Logto's `Link` header on a paginated answer (`first`, `prev`, `next`,
+/// `last`), built from the request's own path and query with `page`
+/// replaced: every list gets it from the `Total-Number` it answered.
+pub(super) async fn link_header(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = req.uri().clone();
+    let mut resp = next.run(req).await;
+    let total = resp
+        .headers()
+        .get("total-number")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(total) = total
+        && let Some(link) = links(uri.path(), uri.query().unwrap_or(""), total)
+        && let Ok(value) = HeaderValue::from_str(&link)
+    {
+        resp.headers_mut().insert("link", value);
+    }
+    resp
+}
+
+/// The `Link` value for a page of `total` items; `None` when the query
+/// asks for no page (or an unreadable one: the handler refused it).
+fn links(path: &str, query: &str, total: usize) -> Option<String> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let page: usize = get("page").map_or(Ok(1), str::parse).ok()?;
+    let size: usize = get("page_size").map_or(Ok(20), str::parse).ok()?;
+    if page == 0 || size == 0 {
+        return None;
+    }
+    let last = total.div_ceil(size).max(1);
+    let url = |n: usize| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs.iter().filter(|(k, _)| k != "page") {
+            q.append_pair(k, v);
+        }
+        q.append_pair("page", &n.to_string());
+        format!("<{path}?{}>", q.finish())
+    };
+    let mut out = vec![format!("{}; rel=\"first\"", url(1))];
+    if page > 1 {
+        out.push(format!("{}; rel=\"prev\"", url((page - 1).min(last))));
+    }
+    if page < last {
+        out.push(format!("{}; rel=\"next\"", url(page + 1)));
+    }
+    out.push(format!("{}; rel=\"last\"", url(last)));
+    Some(out.join(", "))
+}
+
 /// A list answer, cut to a page when asked, with `Total-Number`.
 fn listed<T: Serialize>(items: Vec<T>, page: Option<(usize, usize)>) -> Response {
     let total = items.len() as i64;
@@ -158,4 +218,43 @@ fn organization(config: &Config, id: &str) -> ApiResult<Arc<Organization>> {
 
 fn forget_user(shared: &Shared, user_id: &str) {
     shared.sessions.forget_user(user_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::links;
+
+    #[test]
+    fn links_name_the_neighbouring_pages() {
+        let cases = [
+            (
+                "page=1&page_size=2",
+                5,
+                r#"</api/users?page_size=2&page=1>; rel="first", </api/users?page_size=2&page=2>; rel="next", </api/users?page_size=2&page=3>; rel="last""#,
+            ),
+            (
+                "page=2&page_size=2&search=a%40b",
+                5,
+                r#"</api/users?page_size=2&search=a%40b&page=1>; rel="first", </api/users?page_size=2&search=a%40b&page=1>; rel="prev", </api/users?page_size=2&search=a%40b&page=3>; rel="next", </api/users?page_size=2&search=a%40b&page=3>; rel="last""#,
+            ),
+            (
+                "page=3&page_size=2",
+                5,
+                r#"</api/users?page_size=2&page=1>; rel="first", </api/users?page_size=2&page=2>; rel="prev", </api/users?page_size=2&page=3>; rel="last""#,
+            ),
+            (
+                "page_size=10",
+                0,
+                r#"</api/users?page_size=10&page=1>; rel="first", </api/users?page_size=10&page=1>; rel="last""#,
+            ),
+        ];
+        for (query, total, want) in cases {
+            assert_eq!(
+                links("/api/users", query, total).as_deref(),
+                Some(want),
+                "{query}"
+            );
+        }
+        assert_eq!(links("/api/users", "page=x", 3), None);
+    }
 }
