@@ -38,6 +38,16 @@ impl Inherited {
         Inherited(Vec::new())
     }
 
+    /// Sockets this process bound itself, handed on as if inherited (the
+    /// demo binds its ports before it writes the config naming them).
+    pub fn from_listeners(listeners: Vec<TcpListener>) -> io::Result<Inherited> {
+        listeners
+            .into_iter()
+            .map(|l| Ok((l.local_addr()?, l)))
+            .collect::<io::Result<_>>()
+            .map(Inherited)
+    }
+
     /// The inherited socket bound to `addr`, else a new one bound to it;
     /// non-blocking, ready for an async accept loop.
     pub fn take_or_bind(&mut self, addr: SocketAddr) -> io::Result<TcpListener> {

@@ -12,6 +12,8 @@ use support::idp::{Browser, Page};
 struct Demo {
     child: std::process::Child,
     url: String,
+    /// The file it printed as its config.
+    config: std::path::PathBuf,
 }
 
 impl Drop for Demo {
@@ -30,11 +32,14 @@ fn start() -> Demo {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut url = None;
+    let (mut url, mut config) = (None, None);
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(rest) = line.trim().strip_prefix("Open") {
             url = Some(rest.trim().to_string());
+        }
+        if let Some(rest) = line.trim().strip_prefix("Config") {
+            config = Some(std::path::PathBuf::from(rest.trim()));
             break;
         }
     }
@@ -43,6 +48,7 @@ fn start() -> Demo {
     Demo {
         child,
         url: url.expect("the demo prints the URL to open"),
+        config: config.expect("the demo prints its config file"),
     }
 }
 
@@ -80,11 +86,32 @@ async fn a_newcomer_signs_in_through_the_demo() {
     let alice = Browser::new();
     let page = sign_in(&alice, &demo, "/", "alice").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    let h = &page.json()["headers"];
+    // A browser lands on the app's page of who it is.
+    for shown in [
+        "<th scope=\"row\">x-auth-email</th><td>alice@example.com</td>",
+        "<th scope=\"row\">x-auth-org</th><td>home-lab</td>",
+        "<th scope=\"row\">x-auth-roles</th><td>Admin</td>",
+        "<th scope=\"row\">x-department</th><td>Platform</td>",
+        "class=\"ok\">Signature verified with key",
+        "&#34;roles&#34;: [",
+        "href=\"/_portcullis/logout\"",
+    ] {
+        assert!(page.body.contains(shown), "{shown} not in:\n{}", page.body);
+    }
+    // Other clients still get JSON.
+    let json: serde_json::Value = alice
+        .client()
+        .get(&demo.url)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let h = &json["headers"];
     assert_eq!(h["x-auth-email"][0], "alice@example.com");
-    assert_eq!(h["x-auth-org"][0], "home-lab");
     assert_eq!(h["x-auth-roles"][0], "Admin");
-    assert_eq!(h["x-department"][0], "Platform");
     assert_eq!(alice.get(&format!("{}admin/", demo.url)).await.status, 200);
 
     let bob = Browser::new();
@@ -96,10 +123,42 @@ async fn a_newcomer_signs_in_through_the_demo() {
     let carol = Browser::new();
     let page = sign_in(&carol, &demo, "/partners/", "carol").await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert_eq!(page.json()["headers"]["x-auth-org"][0], "partners");
+    assert!(
+        page.body
+            .contains("<th scope=\"row\">x-auth-org</th><td>partners</td>"),
+        "{}",
+        page.body
+    );
 
     let dave = Browser::new();
     let page = sign_in(&dave, &demo, "/", "dave").await;
     assert_eq!(page.status, 403);
     assert!(page.body.contains("not a member of any organization"));
+}
+
+/// Ctrl-C ends the demo and removes the files it wrote.
+#[tokio::test]
+async fn ctrl_c_removes_the_demos_files() {
+    let mut demo = start();
+    wait_up(&demo.url).await;
+    let dir = demo.config.parent().unwrap().to_path_buf();
+    assert!(demo.config.exists(), "{}", demo.config.display());
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(demo.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let child = std::sync::Mutex::new(&mut demo.child);
+    let exited = support::eventually(
+        "the demo exits on Ctrl-C",
+        std::time::Duration::from_secs(20),
+        || {
+            let status = child.lock().unwrap().try_wait().unwrap();
+            async move { status }
+        },
+    )
+    .await;
+    assert!(exited.success(), "{exited:?}");
+    assert!(!dir.exists(), "{} is left behind", dir.display());
 }

@@ -9,12 +9,10 @@ use std::net::{SocketAddr, TcpListener};
 
 use crate::config::{Config, Environment};
 
-fn port_or_free(preferred: u16) -> u16 {
-    TcpListener::bind(("127.0.0.1", preferred))
-        .or_else(|_| TcpListener::bind("127.0.0.1:0"))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(preferred)
+/// A loopback listener on `preferred`, else on a free port: bound here
+/// once and handed to the gateway.
+fn listen_on(preferred: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind(("127.0.0.1", preferred)).or_else(|_| TcpListener::bind("127.0.0.1:0"))
 }
 
 struct Ports {
@@ -123,12 +121,16 @@ where
     Ok(rx.recv()??)
 }
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until Ctrl-C; its temporary directory goes with it.
 pub fn run() -> anyhow::Result<()> {
-    let dir = tempfile_dir()?;
-    let upstream = spawn_server(|l| echo::serve(l, "demo-echo"))?;
-    let http = port_or_free(8080);
-    let admin = port_or_free(9090);
+    let dir = TempDir::create()?;
+    let http_listener = listen_on(8080)?;
+    let admin_listener = listen_on(9090)?;
+    let http = http_listener.local_addr()?.port();
+    let admin = admin_listener.local_addr()?.port();
+    let gateway_url = format!("http://localhost:{http}");
+    let upstream =
+        spawn_server(move |l| echo::serve_demo(l, "demo-echo".to_string(), gateway_url))?;
     let client_secret = hex::encode(rand::random::<[u8; 16]>());
     let client = idp::Client {
         id: "portcullis-demo".into(),
@@ -143,8 +145,8 @@ pub fn run() -> anyhow::Result<()> {
         idp: idp_addr,
         upstream,
     };
-    let path = dir.join("portcullis-demo.yaml");
-    std::fs::write(&path, demo_config(&ports, &client_secret, &dir))?;
+    let path = dir.0.join("portcullis-demo.yaml");
+    std::fs::write(&path, demo_config(&ports, &client_secret, &dir.0))?;
     let config = Config::from_yaml(
         &std::fs::read_to_string(&path)?,
         &path,
@@ -172,12 +174,47 @@ pub fn run() -> anyhow::Result<()> {
     println!("  Config          {}", path.display());
     println!("  Stop with Ctrl-C.");
     println!();
-    crate::app::run(config, path)?;
+    let inherited = crate::listen::Inherited::from_listeners(vec![http_listener, admin_listener])?;
+    stop_on_ctrl_c(dir.0.clone())?;
+    crate::app::build(config, path, inherited)?.run()?;
     Ok(())
 }
 
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+/// The demo's files (config, SQLite store), removed when it ends.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn create() -> std::io::Result<TempDir> {
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-demo-{}-{}",
+            std::process::id(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Ctrl-C (or SIGTERM) removes the demo's directory and ends the process:
+/// the server's own shutdown may exit before `run` returns.
+fn stop_on_ctrl_c(dir: std::path::PathBuf) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "\n  Demo stopped; its files ({}) are removed.",
+                dir.display()
+            );
+            std::process::exit(0);
+        }
+    });
+    Ok(())
 }

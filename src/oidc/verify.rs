@@ -302,7 +302,7 @@ fn check_azp(claims: &Value, expect: &Expect<'_>) -> Result<(), VerifyError> {
 /// A JWT's header (`part` 0) or payload (`part` 1), read without
 /// verification: only to choose how to verify, or to name what was
 /// refused, never to trust it.
-fn unverified_part(token: &str, part: usize) -> Option<Value> {
+pub fn unverified_part(token: &str, part: usize) -> Option<Value> {
     use base64::Engine;
     let segment = token.split('.').nth(part)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
