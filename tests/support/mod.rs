@@ -2,6 +2,7 @@
 //! as the real binary with a config written to a temporary directory.
 #![allow(dead_code)]
 
+pub mod demo;
 pub mod idp;
 pub mod rogue;
 pub mod yaml;

@@ -1,0 +1,201 @@
+//! Real browsers (SPEC 3, 6b): Debian's Chromium, driven through
+//! playwright-core (tests/browser/run.mjs), signs in through
+//! `oidc-provider`'s own pages via the gateway's IdP chooser, meets the 403
+//! page, and walks through `portcullis demo` as a newcomer would.
+//! Screenshots of every page are kept under `target/browser-artifacts/`.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::idp::{Idp, client};
+use support::*;
+
+#[derive(Debug)]
+struct Seen {
+    url: String,
+    status: u64,
+    title: String,
+    text: String,
+}
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts")
+}
+
+/// One visit in a fresh Chromium (see tests/browser/run.mjs): the page the
+/// sign-in ended on, then each page of `then`.
+async fn visit(name: &str, mut spec: Value) -> Vec<Seen> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists(),
+        "playwright-core or chromium is missing: run the tests with `./dev test`"
+    );
+    spec["shots"] = json!(artifacts());
+    spec["name"] = json!(name);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("run.mjs"))
+            .arg(spec.to_string())
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    result["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Seen {
+            url: p["url"].as_str().unwrap().to_string(),
+            status: p["status"].as_u64().unwrap(),
+            title: p["title"].as_str().unwrap().to_string(),
+            text: p["text"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+fn template(idp1: u16, idp2: u16, upstream: std::net::SocketAddr) -> String {
+    let head = localhost_preamble("sqlite://{dir}/portcullis.db");
+    format!(
+        r#"{head}identity_providers:
+  - id: main
+    display_name: "Main IdP"
+    issuer: "http://localhost:{idp1}"
+    client_id: portcullis
+    client_secret: main-secret
+    scopes: [openid, email, profile, groups]
+    provisioning:
+      default:
+        org: "contains(groups, '{{{{orgId}}}}')"
+        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
+  - id: second
+    display_name: "Second IdP"
+    issuer: "http://localhost:{idp2}"
+    client_id: portcullis-two
+    client_secret: second-secret
+    scopes: [openid, email, profile]
+organizations:
+  - id: home-lab
+    roles: [{{name: Admin}}, {{name: Member}}]
+routes:
+  - name: admin
+    hosts: ["localhost"]
+    path_prefix: /admin
+    upstreams: ["{upstream}"]
+    org: home-lab
+    allow_roles: [Admin]
+  - name: app
+    hosts: ["localhost"]
+    upstreams: ["{upstream}"]
+    org: home-lab
+"#
+    )
+}
+
+struct World {
+    gw: Gateway,
+    _idp: Idp,
+}
+
+async fn world() -> World {
+    let upstream = start_echo("app").await;
+    let sockets = [listener(), listener()];
+    let [p1, p2] = sockets.each_ref().map(|s| s.local_addr().unwrap().port());
+    let gw = Gateway::start(&template(p1, p2, upstream)).await;
+    let port = gw.http.port();
+    let accounts = json!({
+        "alice": {"email": "alice@example.com", "email_verified": true, "name": "Alice", "groups": ["home-lab", "admin"]},
+        "bob": {"email": "bob@example.com", "email_verified": true, "name": "Bob", "groups": ["home-lab"]},
+    });
+    let idp = Idp::start(
+        json!([
+            {"clients": [client("portcullis", "main-secret", port)], "accounts": accounts},
+            {"clients": [client("portcullis-two", "second-secret", port)], "accounts": accounts},
+        ]),
+        &sockets,
+    );
+    World { gw, _idp: idp }
+}
+
+impl World {
+    fn url(&self, path: &str) -> String {
+        format!("http://localhost:{}{path}", self.gw.http.port())
+    }
+}
+
+#[tokio::test]
+async fn a_real_login_through_the_chooser_and_the_idps_pages() {
+    let w = world().await;
+    let pages = visit(
+        "login",
+        json!({"start": w.url("/dashboard?tab=1"), "choose": "Main IdP", "account": "alice"}),
+    )
+    .await;
+    let landed = &pages[0];
+    assert_eq!(landed.status, 200, "{landed:?}");
+    assert_eq!(landed.url, w.url("/dashboard?tab=1"));
+    let echo: Value = serde_json::from_str(&landed.text).unwrap();
+    let h = &echo["headers"];
+    assert_eq!(h["x-auth-email"][0], "alice@example.com");
+    assert_eq!(h["x-auth-idp"][0], "main");
+    assert_eq!(h["x-auth-roles"][0], "Admin");
+    assert!(h["x-auth-assertion"][0].is_string());
+    // The chooser named both IdPs (its screenshot is among the artifacts).
+    assert!(artifacts().join("login-01-start.png").exists());
+}
+
+#[tokio::test]
+async fn the_403_page_names_the_failed_requirement() {
+    let w = world().await;
+    let pages = visit(
+        "denied",
+        json!({"start": w.url("/"), "choose": "Main IdP", "account": "bob", "then": [w.url("/admin/settings")]}),
+    )
+    .await;
+    assert_eq!(pages[0].status, 200, "{:?}", pages[0]);
+    let denied = &pages[1];
+    assert_eq!(denied.status, 403, "{denied:?}");
+    assert!(denied.title.contains("403"), "{denied:?}");
+    assert!(denied.text.contains("Admin"), "{denied:?}");
+}
+
+#[tokio::test]
+async fn a_newcomer_walks_through_the_demo() {
+    let demo = support::demo::start();
+    support::demo::wait_up(&demo.url).await;
+    let admin = format!("{}admin/", demo.url);
+    for (user, path, want_status, want_text) in [
+        ("alice", "", 200, "Signature verified"),
+        ("bob", "", 200, "Member"),
+        ("carol", "partners/", 200, "partners"),
+        ("dave", "", 403, "not a member of any organization"),
+    ] {
+        let pages = visit(
+            &format!("demo-{user}"),
+            json!({"start": format!("{}{path}", demo.url), "pick": user, "then": [admin]}),
+        )
+        .await;
+        let landed = &pages[0];
+        assert_eq!(landed.status, want_status, "{user}: {landed:?}");
+        assert!(landed.text.contains(want_text), "{user}: {landed:?}");
+        // Only alice is an Admin; dave, with no session, is asked to sign in.
+        let at_admin = &pages[1];
+        match user {
+            "alice" => assert_eq!(at_admin.status, 200, "{at_admin:?}"),
+            "dave" => assert!(at_admin.url.contains("/authorize"), "{at_admin:?}"),
+            _ => assert_eq!(at_admin.status, 403, "{user}: {at_admin:?}"),
+        }
+    }
+}
