@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{Value, json};
-use support::idp::{Idp, client};
+use support::idp::{Idp, client, main_idp_yaml};
 use support::*;
 
 #[derive(Debug)]
@@ -68,19 +68,10 @@ async fn visit(name: &str, mut spec: Value) -> Vec<Seen> {
 
 fn template(idp1: u16, idp2: u16, upstream: std::net::SocketAddr) -> String {
     let head = localhost_preamble("sqlite://{dir}/portcullis.db");
+    let main = main_idp_yaml(idp1, "contains(groups, 'admin') && 'Admin' || 'Member'");
     format!(
         r#"{head}identity_providers:
-  - id: main
-    display_name: "Main IdP"
-    issuer: "http://localhost:{idp1}"
-    client_id: portcullis
-    client_secret: main-secret
-    scopes: [openid, email, profile, groups]
-    provisioning:
-      default:
-        org: "contains(groups, '{{{{orgId}}}}')"
-        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
-  - id: second
+{main}  - id: second
     display_name: "Second IdP"
     issuer: "http://localhost:{idp2}"
     client_id: portcullis-two

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::idp::{Browser, Idp, Page, client};
+use support::idp::{Browser, Idp, Page, client, main_idp_yaml};
 use support::*;
 
 const APP_HOST: &str = "app.example.test";
@@ -31,6 +31,7 @@ fn recipe(name: &str) -> String {
 }
 
 fn gateway_template(idp_port: u16, upstream: SocketAddr) -> String {
+    let main = main_idp_yaml(idp_port, "'Member'");
     format!(
         r#"server:
   listen: "127.0.0.1:{{http}}"
@@ -49,17 +50,7 @@ log:
   format: text
   level: info
 identity_providers:
-  - id: main
-    issuer: "http://localhost:{idp_port}"
-    client_id: portcullis
-    client_secret: main-secret
-    scopes: [openid, email, profile, groups]
-    claims: id_token
-    provisioning:
-      default:
-        org: "contains(groups, '{{{{orgId}}}}')"
-        roles: "'Member'"
-organizations:
+{main}organizations:
   - id: lab
     roles: [{{name: Admin}}, {{name: Member}}]
 routes:

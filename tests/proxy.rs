@@ -330,27 +330,17 @@ async fn reserved_prefix_is_never_proxied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_passes() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    use tokio_tungstenite::tungstenite::Message;
 
     let u = upstreams().await;
     let gw = gateway(&u).await;
-    let mut request = format!("ws://{}/socket", gw.http)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("host", "app.test".parse().unwrap());
+    let request = ws_request(gw.http, "app.test", "/socket", None);
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
     let reply = ws.next().await.unwrap().unwrap();
     assert_eq!(reply.into_text().unwrap().as_str(), "echo: hello");
 
-    let mut request = format!("ws://{}/socket", gw.http)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("host", "nows.test".parse().unwrap());
+    let request = ws_request(gw.http, "nows.test", "/socket", None);
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 403)

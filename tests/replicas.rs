@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use portcullis::config::StoreKind;
-use portcullis::provision::{Membership, MembershipSource};
-use portcullis::store::{NewUser, Store};
+use portcullis::store::Store;
 use serde_json::json;
 use support::*;
 
@@ -55,24 +54,7 @@ async fn world() -> World {
     let a = Gateway::start(&template(upstream, &db)).await;
     let b = Gateway::start(&template(upstream, &db)).await;
     let store = Store::open(&db, StoreKind::Postgres).await.unwrap();
-    let user = store
-        .create_user(
-            &NewUser {
-                idp: "authentik".into(),
-                subject: Some("alice-sub".into()),
-                email: Some("alice@example.com".into()),
-                name: Some("Alice".into()),
-                memberships: vec![Membership {
-                    org: "lab".into(),
-                    roles: vec!["Admin".into(), "Member".into()],
-                    source: MembershipSource::Manual,
-                }],
-            },
-            "token:0",
-        )
-        .await
-        .unwrap()
-        .id;
+    let user = manual_user(&store, "lab", &["Admin", "Member"]).await;
     let w = World {
         a,
         b,

@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use portcullis::config::StoreKind;
-use portcullis::provision::{Membership, MembershipSource};
-use portcullis::store::{NewUser, Store};
+use portcullis::store::Store;
 use serde_json::json;
 use support::*;
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use tokio_tungstenite::tungstenite::Message;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -50,48 +49,23 @@ routes:
 
 /// A user with `roles` in `lab`, and a session of theirs: its cookie line.
 async fn user_with_session(store: &Store, roles: &[&str]) -> (String, String) {
-    let user = store
-        .create_user(
-            &NewUser {
-                idp: "authentik".into(),
-                subject: Some("alice-sub".into()),
-                email: Some("alice@example.com".into()),
-                name: Some("Alice".into()),
-                memberships: vec![Membership {
-                    org: "lab".into(),
-                    roles: roles.iter().map(|r| r.to_string()).collect(),
-                    source: MembershipSource::Manual,
-                }],
-            },
-            "token:0",
-        )
-        .await
-        .unwrap();
+    let user = manual_user(store, "lab", roles).await;
     let (cookie, _) = session_cookie(
         store,
-        &user.id,
+        &user,
         "authentik",
         "alice-sub",
         json!({"sub": "alice-sub"}),
         3600,
     )
     .await;
-    (user.id, cookie)
+    (user, cookie)
 }
 
 /// A WebSocket through `gw` to `path` with the session cookie, checked
 /// to echo.
 async fn open(gw: &Gateway, path: &str, cookie: &str) -> Socket {
-    let mut request = format!("ws://{}{path}", gw.http)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("host", "app.test".parse().unwrap());
-    let value = cookie.strip_prefix("Cookie: ").unwrap();
-    request
-        .headers_mut()
-        .insert("cookie", value.parse().unwrap());
+    let request = ws_request(gw.http, "app.test", path, Some(cookie));
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     ws.send(Message::text("hello")).await.unwrap();
     let reply = ws.next().await.unwrap().unwrap();
@@ -155,16 +129,7 @@ async fn logout_closes_the_sessions_websocket_at_once() {
         "{m}"
     );
     // A new upgrade with the ended session is refused like any request.
-    let mut request = format!("ws://{}/socket", gw.http)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("host", "app.test".parse().unwrap());
-    request.headers_mut().insert(
-        "cookie",
-        cookie.strip_prefix("Cookie: ").unwrap().parse().unwrap(),
-    );
+    let request = ws_request(gw.http, "app.test", "/socket", Some(&cookie));
     match tokio_tungstenite::connect_async(request).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
             assert_eq!(resp.status(), 401)

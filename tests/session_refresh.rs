@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::idp::{Browser, Idp, Page, client};
+use support::idp::{Browser, Idp, Page, client, main_idp_yaml};
 use support::*;
 
 fn template(idp_port: u16, upstream: std::net::SocketAddr) -> String {
@@ -19,19 +19,10 @@ fn template(idp_port: u16, upstream: std::net::SocketAddr) -> String {
             &format!("  secret: \"{SECRET}\"\n"),
             &format!("  secret: \"{SECRET}\"\n  refresh_interval: 1s\n"),
         );
+    let main = main_idp_yaml(idp_port, "contains(groups, 'admin') && 'Admin' || 'Member'");
     format!(
         r#"{head}identity_providers:
-  - id: main
-    issuer: "http://localhost:{idp_port}"
-    client_id: portcullis
-    client_secret: main-secret
-    scopes: [openid, email, profile, groups]
-    claims: id_token
-    provisioning:
-      default:
-        org: "contains(groups, '{{{{orgId}}}}')"
-        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
-organizations:
+{main}organizations:
   - id: lab
     roles: [{{name: Admin}}, {{name: Member}}]
 routes:

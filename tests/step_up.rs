@@ -10,24 +10,15 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::idp::{Browser, Idp, Page, client};
+use support::idp::{Browser, Idp, Page, client, main_idp_yaml};
 use support::*;
 
 fn template(idp_port: u16, upstream: std::net::SocketAddr) -> String {
     let head = localhost_preamble("sqlite://{dir}/portcullis.db");
+    let main = main_idp_yaml(idp_port, "'Member'");
     format!(
         r#"{head}identity_providers:
-  - id: main
-    issuer: "http://localhost:{idp_port}"
-    client_id: portcullis
-    client_secret: main-secret
-    scopes: [openid, email, profile, groups]
-    claims: id_token
-    provisioning:
-      default:
-        org: "contains(groups, '{{{{orgId}}}}')"
-        roles: "'Member'"
-organizations:
+{main}organizations:
   - id: lab
     roles: [{{name: Member}}]
 routes:

@@ -117,6 +117,26 @@ impl Drop for Idp {
     }
 }
 
+/// The `identity_providers` entry for the test IdP's client `portcullis`
+/// at `idp_port` (ID token claims only), every organization a member by
+/// its name in `groups`, with the role `roles` (a JMESPath expression).
+pub fn main_idp_yaml(idp_port: u16, roles: &str) -> String {
+    format!(
+        r#"  - id: main
+    display_name: "Main IdP"
+    issuer: "http://localhost:{idp_port}"
+    client_id: portcullis
+    client_secret: main-secret
+    scopes: [openid, email, profile, groups]
+    claims: id_token
+    provisioning:
+      default:
+        org: "contains(groups, '{{{{orgId}}}}')"
+        roles: "{roles}"
+"#
+    )
+}
+
 /// An oidc-provider client entry for the gateway on `gateway_port`,
 /// allowed refresh tokens (which it gets when it asks for
 /// `offline_access`).

@@ -466,6 +466,51 @@ pub async fn session_cookie(
     (format!("Cookie: _portcullis={}", id.encode()), id.hash())
 }
 
+/// A WebSocket handshake request to `addr` for `host` and `path`, with a
+/// `Cookie:` header line's value when given.
+pub fn ws_request(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    cookie: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    if let Some(line) = cookie {
+        let value = line.strip_prefix("Cookie: ").unwrap_or(line);
+        request
+            .headers_mut()
+            .insert("cookie", value.parse().unwrap());
+    }
+    request
+}
+
+/// A user `alice-sub` at `authentik` (alice@example.com) with a manual
+/// membership of `org` with `roles`, as the management API would create
+/// them; the user's id.
+pub async fn manual_user(store: &portcullis::store::Store, org: &str, roles: &[&str]) -> String {
+    use portcullis::provision::{Membership, MembershipSource};
+    store
+        .create_user(
+            &portcullis::store::NewUser {
+                idp: "authentik".into(),
+                subject: Some("alice-sub".into()),
+                email: Some("alice@example.com".into()),
+                name: Some("Alice".into()),
+                memberships: vec![Membership {
+                    org: org.into(),
+                    roles: roles.iter().map(|r| r.to_string()).collect(),
+                    source: MembershipSource::Manual,
+                }],
+            },
+            "token:0",
+        )
+        .await
+        .unwrap()
+        .id
+}
+
 /// The top of a config for login tests: listeners, public_url on
 /// `localhost`, the admin token, `store_url`, the session secret.
 pub fn localhost_preamble(store_url: &str) -> String {
