@@ -13,16 +13,9 @@ use serde_json::json;
 use support::*;
 
 fn template(upstream: std::net::SocketAddr, store_url: &str) -> String {
-    config_with(&format!(
-        r#"identity_providers:
-  - id: authentik
-    issuer: "https://sso.example.com/"
-    client_id: portcullis
-organizations:
-  - id: lab
-    roles: [{{name: Admin}}, {{name: Member}}]
-routes:
-  - name: app
+    lab_config(
+        &format!(
+            r#"  - name: app
     hosts: ["app.test"]
     upstreams: ["{upstream}"]
     org: lab
@@ -33,10 +26,9 @@ routes:
     org: lab
     allow_roles: [Admin]
 "#
-    ))
-    .replace(
-        "store:\n  url: \"sqlite://{dir}/portcullis.db\"\n",
-        &format!("store:\n  url: \"{store_url}\"\n  cache_ttl: 60s\n"),
+        ),
+        store_url,
+        "60s",
     )
 }
 

@@ -18,16 +18,9 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn template(upstream: std::net::SocketAddr, store_url: &str) -> String {
-    config_with(&format!(
-        r#"identity_providers:
-  - id: authentik
-    issuer: "https://sso.example.com/"
-    client_id: portcullis
-organizations:
-  - id: lab
-    roles: [{{name: Admin}}, {{name: Member}}]
-routes:
-  - name: live
+    lab_config(
+        &format!(
+            r#"  - name: live
     hosts: ["app.test"]
     upstreams: ["{upstream}"]
     org: lab
@@ -40,10 +33,9 @@ routes:
     allow_roles: [Admin]
     websockets: true
 "#
-    ))
-    .replace(
-        "store:\n  url: \"sqlite://{dir}/portcullis.db\"\n",
-        &format!("store:\n  url: \"{store_url}\"\n  cache_ttl: 2s\n"),
+        ),
+        store_url,
+        "2s",
     )
 }
 

@@ -157,6 +157,27 @@ log:
     )
 }
 
+/// [`config_with`] for the `lab` organization (roles Admin and Member) of
+/// users pre-provisioned at `authentik` ([`manual_user`]), with `routes`
+/// (YAML list items), the store at `store_url`, cached for `cache_ttl`.
+pub fn lab_config(routes: &str, store_url: &str, cache_ttl: &str) -> String {
+    config_with(&format!(
+        r#"identity_providers:
+  - id: authentik
+    issuer: "https://sso.example.com/"
+    client_id: portcullis
+organizations:
+  - id: lab
+    roles: [{{name: Admin}}, {{name: Member}}]
+routes:
+{routes}"#
+    ))
+    .replace(
+        "store:\n  url: \"sqlite://{dir}/portcullis.db\"\n",
+        &format!("store:\n  url: \"{store_url}\"\n  cache_ttl: {cache_ttl}\n"),
+    )
+}
+
 impl Gateway {
     /// Starts `portcullis run` and waits until both listeners answer.
     pub async fn start(template: &str) -> Gateway {
