@@ -874,6 +874,7 @@ async fn the_openapi_document_matches_the_router() {
         ("get", "/api/users/{userId}/sessions"),
         ("delete", "/api/users/{userId}/sessions"),
         ("post", "/api/provisioning/explain"),
+        ("get", "/api/provisioning/identity-providers"),
         ("get", "/api/audit-events"),
         ("post", "/api/config/reload"),
         ("get", "/api/openapi.json"),

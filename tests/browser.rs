@@ -190,3 +190,141 @@ async fn a_newcomer_walks_through_the_demo() {
         }
     }
 }
+
+/// Runs tests/browser/console.mjs against `gw`'s console at `width`.
+async fn console_visit(name: &str, gw: &Gateway, width: u32) -> Value {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let spec = json!({
+        "console": format!("http://{}/console/", gw.admin),
+        "token": ADMIN_TOKEN,
+        "email": "carol@example.com",
+        "org": "home-lab",
+        "role": "Admin",
+        "idp": "main",
+        "claims": {"sub": "zed", "email": "zed@example.com", "email_verified": true, "groups": ["home-lab"]},
+        "shots": artifacts(),
+        "name": name,
+        "width": width,
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("console.mjs"))
+            .arg(spec.to_string())
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the console run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+/// The console (SPEC 6b), at a desktop and at a phone width: the token,
+/// a user found by email with their membership and its source, a role
+/// added (then in the API and the audit log), the explainer's trace.
+#[tokio::test]
+async fn the_console_edits_a_membership_and_explains_a_login() {
+    let w = world().await;
+    for (name, width) in [("console-desktop", 1280), ("console-phone", 390)] {
+        // A pre-provisioned member, through the API.
+        let api = reqwest::Client::new();
+        let created: Value = api
+            .post(format!("http://{}/api/users", w.gw.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"idp": "main", "email": "carol@example.com",
+                "memberships": [{"organizationId": "home-lab", "roles": ["Member"]}]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["id"].as_str().unwrap().to_string();
+        let seen = console_visit(name, &w.gw, width).await;
+        assert_eq!(seen["errors"], json!([]), "{seen}");
+        assert_eq!(
+            seen["overflow"],
+            json!(false),
+            "{name}: wider than the screen"
+        );
+        let text = |k: &str| seen[k].as_str().unwrap().to_string();
+        assert!(
+            text("orgs").contains("home-lab") && text("orgs").contains("Admin"),
+            "{seen}"
+        );
+        assert!(
+            text("user").contains("home-lab") && text("user").contains("manual"),
+            "{seen}"
+        );
+        assert!(text("saved").contains("saved"), "{seen}");
+        // The change went through the API: there, and in the audit log.
+        let user: Value = api
+            .get(format!("http://{}/api/users/{id}", w.gw.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(user["memberships"][0]["roles"], json!(["Admin", "Member"]));
+        assert!(text("audit").contains("membership.roles_changed"), "{seen}");
+        assert!(
+            text("audit").contains("token:0") && text("audit").contains(&id),
+            "{seen}"
+        );
+        assert!(text("audit_page").contains("newest first"), "{seen}");
+        // The explainer shows the org's trace for the pasted claims.
+        let explain = text("explain");
+        assert!(explain.contains("Outcome: allowed"), "{explain}");
+        assert!(explain.contains("home-lab: created"), "{explain}");
+        assert!(
+            explain.contains("contains(groups, 'home-lab')"),
+            "{explain}"
+        );
+        // Next width: a fresh user.
+        let r = api
+            .delete(format!("http://{}/api/users/{id}", w.gw.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+}
+
+/// `admin.console: false`: no console at all.
+#[tokio::test]
+async fn the_console_can_be_turned_off() {
+    let upstream = start_echo("app").await;
+    let off = config_with(&format!(
+        "routes:\n  - {{name: app, hosts: [app.test], upstreams: [\"{upstream}\"], public: true}}\n"
+    ))
+    .replace("admin:\n", "admin:\n  console: false\n");
+    let gw = Gateway::start(&off).await;
+    for path in ["/console/", "/console/console.js"] {
+        let r = reqwest::get(format!("http://{}{path}", gw.admin))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let on = Gateway::start(&config_with(&format!(
+        "routes:\n  - {{name: app, hosts: [app.test], upstreams: [\"{upstream}\"], public: true}}\n"
+    )))
+    .await;
+    let r = reqwest::get(format!("http://{}/console/", on.admin))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+}

@@ -12,6 +12,7 @@ use axum::routing::get;
 use crate::state::Shared;
 
 pub(crate) mod api;
+mod console;
 pub(crate) mod error;
 
 /// Largest request body the API reads.
@@ -37,12 +38,24 @@ pub fn router(shared: Arc<Shared>) -> Router {
             shared.clone(),
             authenticate,
         ));
-    Router::new()
+    let console = shared
+        .runtime
+        .load()
+        .config
+        .admin
+        .as_ref()
+        .is_some_and(|a| a.console);
+    let mut router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(api)
-        .with_state(shared)
+        .merge(api);
+    router = router.merge(if console {
+        console::routes()
+    } else {
+        console::turned_off()
+    });
+    router.with_state(shared)
 }
 
 /// The API document, with the document's own endpoint listed too.

@@ -66,6 +66,9 @@ pub struct AdminSection {
     /// Bearer tokens: plain, or `sha256:<hex>` as printed by `portcullis hash-token`.
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// The operator console at `/console/` (default `true`).
+    #[serde(default)]
+    pub console: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -85,6 +85,8 @@ pub struct Tls {
 pub struct Admin {
     pub listen: SocketAddr,
     pub tokens: Vec<AdminToken>,
+    /// Serve the operator console at `/console/`.
+    pub console: bool,
 }
 
 /// An admin token as configured. Plain tokens are hashed at load so that the

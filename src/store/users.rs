@@ -117,11 +117,22 @@ impl Store {
     }
 
     /// Users by creation, a page at a time.
-    pub async fn users(&self, limit: i64, offset: i64) -> Result<Vec<User>, StoreError> {
-        let ids = sqlx::query("SELECT id FROM users ORDER BY created_at, id LIMIT $1 OFFSET $2")
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
+    /// Users by creation, whose email contains `search` (any case) when
+    /// given.
+    pub async fn users(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<User>, StoreError> {
+        let ids = sqlx::query(
+            "SELECT id FROM users WHERE $3 IS NULL OR LOWER(COALESCE(email, '')) LIKE $3 ESCAPE '\\' \
+             ORDER BY created_at, id LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .bind(search.map(like_pattern))
+        .fetch_all(&self.pool)
             .await?
             .iter()
             .map(|r| r.try_get::<String, _>(0))
@@ -135,9 +146,17 @@ impl Store {
     }
 
     pub async fn count_users(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.pool)
-            .await?;
+        self.count_users_matching(None).await
+    }
+
+    /// How many users [`Store::users`] lists for `search`.
+    pub async fn count_users_matching(&self, search: Option<&str>) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM users WHERE $1 IS NULL OR LOWER(COALESCE(email, '')) LIKE $1 ESCAPE '\\'",
+        )
+        .bind(search.map(like_pattern))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get(0)?)
     }
 
@@ -197,4 +216,18 @@ impl Store {
         change.commit().await?;
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// `%text%` for `LIKE`, lower-case, with `%` and `_` in the text matched as
+/// themselves.
+fn like_pattern(text: &str) -> String {
+    let escaped: String = text
+        .to_lowercase()
+        .chars()
+        .flat_map(|c| match c {
+            '%' | '_' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("%{escaped}%")
 }

@@ -1,9 +1,11 @@
-//! The provisioning explainer: the trace a login would produce.
+//! The provisioning explainer: the trace a login would produce, and the
+//! identity providers it can be asked about.
 
 use super::*;
 
 pub(super) fn routes(r: ApiRouter) -> ApiRouter {
     r.routes(routes!(explain))
+        .routes(routes!(identity_providers))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -15,6 +17,34 @@ pub struct ExplainRequest {
     claims: Value,
     /// Plan as for this existing user (their current memberships).
     existing_user_id: Option<String>,
+}
+
+/// An identity provider as the configuration names it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityProviderOut {
+    id: String,
+    display_name: String,
+    issuer: String,
+    auto_provision: bool,
+}
+
+#[utoipa::path(get, path = "/api/provisioning/identity-providers", tag = "provisioning",
+    responses((status = 200, body = [IdentityProviderOut])))]
+pub(super) async fn identity_providers(State(shared): AppState) -> Json<Vec<IdentityProviderOut>> {
+    let config = shared.runtime.load().config.clone();
+    Json(
+        config
+            .identity_providers
+            .iter()
+            .map(|i| IdentityProviderOut {
+                id: i.id.clone(),
+                display_name: i.display_name.clone(),
+                issuer: i.issuer.clone(),
+                auto_provision: i.auto_provision,
+            })
+            .collect(),
+    )
 }
 
 #[utoipa::path(post, path = "/api/provisioning/explain", tag = "provisioning",

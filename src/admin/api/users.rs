@@ -72,19 +72,36 @@ pub(super) async fn load_user(shared: &Shared, id: &str) -> ApiResult<User> {
         .ok_or_else(|| ApiError::not_found(format!("no user {id:?}")))
 }
 
-#[utoipa::path(get, path = "/api/users", tag = "users", params(Paging),
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserQuery {
+    /// Only users whose email contains this (any case).
+    search: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UserQuery),
     responses((status = 200, body = [UserOut]), (status = 400, body = ErrorBody)))]
 pub(super) async fn list_users(
     State(shared): AppState,
-    Query(p): Query<Paging>,
+    Query(q): Query<UserQuery>,
 ) -> ApiResult<Response> {
-    let page = paging(&p)?;
+    let page = paging(&Paging {
+        page: q.page,
+        page_size: q.page_size,
+    })?;
     let (offset, limit) = store_bounds(page);
+    let search = q.search.filter(|s| !s.trim().is_empty());
     let (users, total) = shared
         .sessions
-        .with_store(
-            move |s| async move { Ok((s.users(limit, offset).await?, s.count_users().await?)) },
-        )
+        .with_store(move |s| async move {
+            let search = search.as_deref();
+            Ok((
+                s.users(search, limit, offset).await?,
+                s.count_users_matching(search).await?,
+            ))
+        })
         .await?;
     let items: Vec<UserOut> = users.into_iter().map(user_out).collect();
     Ok(paged(items, page, total))

@@ -114,6 +114,7 @@ impl Validator<'_> {
         Some(Admin {
             listen: listen?,
             tokens,
+            console: a.console.unwrap_or(true),
         })
     }
 
