@@ -25,9 +25,9 @@ fn artifacts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts")
 }
 
-/// One visit in a fresh Chromium (see tests/browser/run.mjs): the page the
-/// sign-in ended on, then each page of `then`.
-async fn visit(name: &str, mut spec: Value) -> Vec<Seen> {
+/// Runs `script` (under tests/browser) with `spec`, with the screenshots
+/// going to [`artifacts`] under `name`; the JSON line it prints.
+async fn run_node(script: &str, name: &str, mut spec: Value) -> Value {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").exists()
@@ -36,9 +36,10 @@ async fn visit(name: &str, mut spec: Value) -> Vec<Seen> {
     );
     spec["shots"] = json!(artifacts());
     spec["name"] = json!(name);
+    let script = dir.join(script);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(dir.join("run.mjs"))
+            .arg(&script)
             .arg(spec.to_string())
             .current_dir(&dir)
             .output()
@@ -52,7 +53,13 @@ async fn visit(name: &str, mut spec: Value) -> Vec<Seen> {
         "the browser run failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+}
+
+/// One visit in a fresh Chromium (see tests/browser/run.mjs): the page the
+/// sign-in ended on, then each page of `then`.
+async fn visit(name: &str, spec: Value) -> Vec<Seen> {
+    let result = run_node("run.mjs", name, spec).await;
     result["pages"]
         .as_array()
         .unwrap()
@@ -193,7 +200,6 @@ async fn a_newcomer_walks_through_the_demo() {
 
 /// Runs tests/browser/console.mjs against `gw`'s console at `width`.
 async fn console_visit(name: &str, gw: &Gateway, width: u32) -> Value {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let spec = json!({
         "console": format!("http://{}/console/", gw.admin),
         "token": ADMIN_TOKEN,
@@ -202,27 +208,9 @@ async fn console_visit(name: &str, gw: &Gateway, width: u32) -> Value {
         "role": "Admin",
         "idp": "main",
         "claims": {"sub": "zed", "email": "zed@example.com", "email_verified": true, "groups": ["home-lab"]},
-        "shots": artifacts(),
-        "name": name,
         "width": width,
     });
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(dir.join("console.mjs"))
-            .arg(spec.to_string())
-            .current_dir(&dir)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the console run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap()
+    run_node("console.mjs", name, spec).await
 }
 
 /// The console (SPEC 6b), at a desktop and at a phone width: the token,

@@ -4,27 +4,17 @@
 //   {"console": URL, "token": T, "email": E, "org": ORG, "role": ROLE,
 //    "idp": IDP, "claims": {...}, "shots": DIR, "name": NAME, "width": PX}
 // It prints one JSON line of what a user would read off the pages.
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { launch, screenshots } from './launch.mjs';
 
 const spec = JSON.parse(process.argv[2]);
-mkdirSync(spec.shots, { recursive: true });
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-  ],
-});
+const browser = await launch();
 try {
   const page = await (await browser.newContext({ viewport: { width: spec.width || 1280, height: 900 } })).newPage();
   page.setDefaultTimeout(15000);
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  let n = 0;
-  const snap = async (what) => { n += 1; await page.screenshot({ path: join(spec.shots, `${spec.name}-${String(n).padStart(2, '0')}-${what}.png`), fullPage: true }); };
+  const snap = screenshots(page, spec.shots, spec.name);
   const out = {};
 
   await page.goto(spec.console);

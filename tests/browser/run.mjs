@@ -9,21 +9,11 @@
 //    "shots": DIR, "name": NAME}   screenshots of every page, kept as artifacts
 // It prints one JSON line: {"pages": [{"url", "status", "title", "text"}]},
 // the page the sign-in ended on first, then one per `then` URL.
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { launch, screenshots } from './launch.mjs';
 
 const spec = JSON.parse(process.argv[2]);
-mkdirSync(spec.shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync',
-  ],
-});
-let shot = 0;
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
@@ -33,10 +23,7 @@ try {
   page.on('response', (r) => {
     if (r.request().isNavigationRequest() && r.frame() === page.mainFrame()) status = r.status();
   });
-  const snap = async (what) => {
-    shot += 1;
-    await page.screenshot({ path: join(spec.shots, `${spec.name}-${String(shot).padStart(2, '0')}-${what}.png`), fullPage: true });
-  };
+  const snap = screenshots(page, spec.shots, spec.name);
   const seen = async () => ({
     url: page.url(),
     status,
