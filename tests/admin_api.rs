@@ -754,6 +754,15 @@ async fn explain_and_the_audit_log() {
         change["after"],
         json!({"roles": ["Admin"], "source": "manual"})
     );
+    // Newest first when asked.
+    let a = api
+        .get(&format!("/api/audit-events?userId={user}&order=desc"))
+        .await;
+    assert_eq!(a.body[0]["action"], "membership.roles_changed");
+    assert_eq!(
+        api.get("/api/audit-events?order=sideways").await.status,
+        400
+    );
     let a = api.get("/api/audit-events?organizationId=home-lab").await;
     assert!(
         a.body

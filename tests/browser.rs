@@ -262,7 +262,14 @@ async fn the_console_edits_a_membership_and_explains_a_login() {
             .await
             .unwrap();
         assert_eq!(user["memberships"][0]["roles"], json!(["Admin", "Member"]));
-        assert!(text("audit").contains("membership.roles_changed"), "{seen}");
+        // Newest first: the role change heads the organization's log.
+        let audit = text("audit");
+        let changed = audit.find("membership.roles_changed");
+        let created = audit.find("membership.created");
+        assert!(
+            changed.is_some() && created.is_some() && changed < created,
+            "{audit}"
+        );
         assert!(
             text("audit").contains("token:0") && text("audit").contains(&id),
             "{seen}"

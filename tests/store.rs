@@ -122,6 +122,7 @@ async fn all_events(store: &Store, user: Option<&str>) -> Vec<portcullis::store:
             org_id: None,
             limit: 1000,
             offset: 0,
+            newest_first: false,
         })
         .await
         .unwrap()

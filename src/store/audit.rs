@@ -13,16 +13,20 @@ impl Store {
     }
 
     pub async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows = sqlx::query(
+        let sql = if filter.newest_first {
             "SELECT id, at, actor, action, user_id, org_id, before, after FROM audit_events \
-             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id LIMIT $3 OFFSET $4",
-        )
-        .bind(&filter.user_id)
-        .bind(&filter.org_id)
-        .bind(filter.limit)
-        .bind(filter.offset)
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id DESC LIMIT $3 OFFSET $4"
+        } else {
+            "SELECT id, at, actor, action, user_id, org_id, before, after FROM audit_events \
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR org_id = $2) ORDER BY id LIMIT $3 OFFSET $4"
+        };
+        let rows = sqlx::query(sql)
+            .bind(&filter.user_id)
+            .bind(&filter.org_id)
+            .bind(filter.limit)
+            .bind(filter.offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(AuditEvent::from_row).collect()
     }
 

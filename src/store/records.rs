@@ -102,6 +102,8 @@ pub struct AuditFilter {
     pub org_id: Option<String>,
     pub limit: i64,
     pub offset: i64,
+    /// Newest first (else oldest first).
+    pub newest_first: bool,
 }
 
 /// One entry of the audit log: who did what to whom, before and after.

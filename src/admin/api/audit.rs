@@ -12,6 +12,8 @@ pub(super) fn routes(r: ApiRouter) -> ApiRouter {
 pub struct AuditQuery {
     user_id: Option<String>,
     organization_id: Option<String>,
+    /// `desc`: newest first; `asc` (the default): oldest first.
+    order: Option<String>,
     page: Option<String>,
     #[serde(rename = "page_size")]
     page_size: Option<String>,
@@ -60,11 +62,21 @@ pub(super) async fn audit_events(
         page_size: q.page_size.clone(),
     })?;
     let (offset, limit) = store_bounds(page);
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order must be asc or desc, not {other:?}"
+            )));
+        }
+    };
     let filter = AuditFilter {
         user_id: q.user_id,
         org_id: q.organization_id,
         limit,
         offset,
+        newest_first,
     };
     let (events, total) = shared
         .sessions

@@ -162,7 +162,7 @@ async function loadUser(id) {
 
 async function loadAudit() {
   await run('Audit log', async () => {
-    const params = new URLSearchParams({ page: String(auditPage), page_size: String(AUDIT_PAGE_SIZE) });
+    const params = new URLSearchParams({ page: String(auditPage), page_size: String(AUDIT_PAGE_SIZE), order: 'desc' });
     if ($('audit-user').value.trim()) params.set('userId', $('audit-user').value.trim());
     if ($('audit-org').value.trim()) params.set('organizationId', $('audit-org').value.trim());
     const { data, total } = await api('GET', `/api/audit-events?${params}`);
