@@ -415,6 +415,7 @@ async fn one_replica_claims_a_refresh(backend: Backend) {
     assert_eq!(claims_won.len(), 1, "one replica refreshes");
     assert_eq!(claims_won[0].refresh_token, "sealed-token");
     assert_eq!(claims_won[0].user_id, id);
+    assert_eq!(claims_won[0].claims["groups"], json!(["home-lab"]));
     // Held: nobody else, until the hold runs out.
     assert!(
         b.claim_refresh("r1", later + 30, later + 30, later + 90)

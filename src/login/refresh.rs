@@ -151,22 +151,18 @@ async fn redeem(
     .and_then(|t| String::from_utf8(t).ok())
     .ok_or_else(|| revoked("the refresh token cannot be opened (session.secret changed)"))?;
     let store = shared.store();
-    let old = store
-        .session(hash)
-        .await
-        .map_err(|e| Failed::Later(RefreshOutcome::Error, e.to_string()))?
-        .ok_or_else(|| revoked("the session is gone"))?;
+    let old_claims = &claim.claims;
     let discovered = shared.oidc.provider(&idp).await.map_err(later)?;
     let tokens = shared
         .oidc
         .refresh(&discovered, &idp, &redirect_uri(config), &token)
         .await
         .map_err(later)?;
-    let old_sub = old.claims.get("sub").cloned();
+    let old_sub = old_claims.get("sub").cloned();
     let claims = match &tokens.id_token {
         Some(id_token) => {
             let audiences = [idp.client_id.clone()];
-            let login_nonce = old.claims.get("nonce").and_then(Value::as_str);
+            let login_nonce = old_claims.get("nonce").and_then(Value::as_str);
             let expect = Expect {
                 issuer: discovered.metadata.issuer().as_str(),
                 audiences: &audiences,
@@ -193,7 +189,7 @@ async fn redeem(
                 userinfo(shared, &discovered, &idp, &tokens.access_token, &old_sub).await?;
             if let Some(obj) = info.as_object_mut() {
                 for k in ["iss", "aud", "acr", "amr", "auth_time", "sid", "nonce"] {
-                    if let Some(v) = old.claims.get(k) {
+                    if let Some(v) = old_claims.get(k) {
                         obj.entry(k).or_insert_with(|| v.clone());
                     }
                 }
@@ -258,8 +254,7 @@ async fn redeem(
         .await
         .map_err(|e| Failed::Later(RefreshOutcome::Error, e.to_string()))?;
     // The user's memberships may have changed: every cached session of
-    // theirs here reads the store again.
-    shared.sessions.forget(&[hash.to_string()]).await;
+    // theirs here (this one included) reads the store again.
     shared.sessions.forget_user(&claim.user_id);
     tracing::info!(target: "portcullis::session", user = %claim.user_id, idp = %idp.id, changes = applied.plan.changes.len(), "session refreshed");
     Ok(())
@@ -295,7 +290,7 @@ async fn end(shared: &Shared, hash: &str, user_id: &str, outcome: RefreshOutcome
         .await
     {
         Ok(ended) => {
-            shared.sessions.forget(&[hash.to_string()]).await;
+            // Every cached session of the user, this one included.
             shared.sessions.forget_user(user_id);
             if ended {
                 shared.metrics.count_ended(

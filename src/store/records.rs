@@ -86,7 +86,8 @@ pub struct RefreshClaim {
     pub idp: String,
     /// Sealed under `session.secret`.
     pub refresh_token: String,
-    pub expires_at: i64,
+    /// The claims the session holds now.
+    pub claims: Value,
 }
 
 #[derive(Debug, Clone)]

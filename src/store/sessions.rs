@@ -81,7 +81,7 @@ impl Store {
              WHERE id_hash = $1 AND refresh_token IS NOT NULL AND expires_at > $3 \
              AND COALESCE(validated_at, created_at) <= $2 \
              AND (refresh_held_until IS NULL OR refresh_held_until <= $3) \
-             RETURNING user_id, idp, refresh_token, expires_at",
+             RETURNING user_id, idp, refresh_token, claims",
         )
         .bind(id_hash)
         .bind(due)
@@ -90,11 +90,13 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| {
+            let claims: String = r.try_get(3)?;
             Ok(RefreshClaim {
                 user_id: r.try_get(0)?,
                 idp: r.try_get(1)?,
                 refresh_token: r.try_get(2)?,
-                expires_at: r.try_get(3)?,
+                claims: serde_json::from_str(&claims)
+                    .map_err(|e| StoreError::Corrupt(format!("claims of a session: {e}")))?,
             })
         })
         .transpose()
