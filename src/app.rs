@@ -64,21 +64,6 @@ pub struct Built {
     shared: Arc<Shared>,
     gateway: Listeners,
     admin: Option<std::net::TcpListener>,
-    addresses: Addresses,
-}
-
-/// The listener for `addr` and the address it is bound to.
-fn bind(
-    inherited: &mut Inherited,
-    addr: SocketAddr,
-) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
-    let failed = |source| StartError::Bind {
-        addr: addr.to_string(),
-        source,
-    };
-    let listener = inherited.take_or_bind(addr).map_err(failed)?;
-    let bound = listener.local_addr().map_err(failed)?;
-    Ok((listener, bound))
 }
 
 /// Builds the gateway from a validated config: opens the store, then binds
@@ -88,15 +73,20 @@ pub fn build(
     config_path: PathBuf,
     mut inherited: Inherited,
 ) -> Result<Built, StartError> {
-    let mut bind_opt = |addr: Option<SocketAddr>| -> Result<_, StartError> {
-        match addr {
-            Some(a) => bind(&mut inherited, a).map(|(l, a)| (Some(l), Some(a))),
-            None => Ok((None, None)),
-        }
+    let mut bind = |addr: Option<SocketAddr>| -> Result<_, StartError> {
+        addr.map(|a| {
+            inherited
+                .take_or_bind(a)
+                .map_err(|source| StartError::Bind {
+                    addr: a.to_string(),
+                    source,
+                })
+        })
+        .transpose()
     };
-    let (http, http_addr) = bind_opt(config.server.listen)?;
-    let (tls, tls_addr) = bind_opt(config.server.tls.as_ref().map(|t| t.listen))?;
-    let (admin, admin_addr) = bind_opt(config.admin.as_ref().map(|a| a.listen))?;
+    let http = bind(config.server.listen)?;
+    let tls = bind(config.server.tls.as_ref().map(|t| t.listen))?;
+    let admin = bind(config.admin.as_ref().map(|a| a.listen))?;
     for addr in inherited.unclaimed() {
         tracing::warn!(%addr, "an inherited socket matches no listen address in the configuration; closed");
     }
@@ -114,26 +104,28 @@ pub fn build(
         shared,
         gateway: Listeners { http, tls },
         admin,
-        addresses: Addresses {
-            http: http_addr,
-            tls: tls_addr,
-            admin: admin_addr,
-        },
     })
 }
 
 impl Built {
+    /// The addresses the listeners are bound to.
     pub fn addresses(&self) -> Addresses {
-        self.addresses
+        let bound =
+            |l: &Option<std::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+        Addresses {
+            http: bound(&self.gateway.http),
+            tls: bound(&self.gateway.tls),
+            admin: bound(&self.admin),
+        }
     }
 
     /// Serves until shutdown. `Err` means the gateway could not start.
     pub fn run(self) -> Result<(), StartError> {
+        let addresses = self.addresses();
         let Built {
             shared,
             gateway,
             admin,
-            addresses,
         } = self;
         sweep_sessions(&shared);
         listen_to_replicas(&shared);

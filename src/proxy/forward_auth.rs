@@ -54,6 +54,15 @@ impl Gateway {
         ctx.route = Some(judged.route.clone());
         ctx.target = Some(original.target.clone());
         let decision = self.decide(session.req_header(), &runtime, &judged).await;
+        // Where the sign-in returns to: the request the proxy asked about.
+        let original_url = || {
+            format!(
+                "{}://{}{}",
+                original.scheme,
+                original.authority,
+                original.target.path_and_query()
+            )
+        };
         let reply = match &decision {
             Decision::Public => {
                 respond::ok_with(session, vec![]).await?;
@@ -70,26 +79,12 @@ impl Gateway {
                 respond::ok_with(session, values).await?;
                 return Ok(true);
             }
-            Decision::Unauthenticated => {
-                let url = format!(
-                    "{}://{}{}",
-                    original.scheme,
-                    original.authority,
-                    original.target.path_and_query()
-                );
-                Reply::unauthenticated("This route needs a session.")
-                    .with_link(login::login_link(config, &url), "Sign in")
-            }
-            Decision::StepUp(p, su) => {
-                let url = format!(
-                    "{}://{}{}",
-                    original.scheme,
-                    original.authority,
-                    original.target.path_and_query()
-                );
-                Reply::step_up(su)
-                    .with_link(login::login_link_at(config, &url, &p.idp), "Sign in again")
-            }
+            Decision::Unauthenticated => Reply::unauthenticated("This route needs a session.")
+                .with_link(login::login_link(config, &original_url()), "Sign in"),
+            Decision::StepUp(p, su) => Reply::step_up(su).with_link(
+                login::login_link_at(config, &original_url(), &p.idp),
+                "Sign in again",
+            ),
             refused => match refused.refusal(&runtime) {
                 Some(reply) => reply,
                 None => Reply::unauthenticated("This route needs a session."),

@@ -37,33 +37,32 @@ impl Validator<'_> {
         self.warnings.push(Problem::new(path, message));
     }
 
+    /// The duration written at `path`; `None` when absent, or unreadable
+    /// (then an error names it).
+    fn parsed_duration(&mut self, path: &str, value: Option<&str>) -> Option<Duration> {
+        match parse_duration(value?) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, e);
+                None
+            }
+        }
+    }
+
     fn duration(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
-        match value {
+        match self.parsed_duration(path, value) {
+            Some(d) if d.is_zero() => {
+                self.err(path, "must be longer than zero");
+                default
+            }
+            Some(d) => d,
             None => default,
-            Some(s) => match parse_duration(s) {
-                Ok(d) if d.is_zero() => {
-                    self.err(path, "must be longer than zero");
-                    default
-                }
-                Ok(d) => d,
-                Err(e) => {
-                    self.err(path, e);
-                    default
-                }
-            },
         }
     }
 
     /// A duration where zero means "off".
     fn duration_or_off(&mut self, path: &str, value: Option<&str>, default: Duration) -> Duration {
-        match value.map(parse_duration) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                self.err(path, e);
-                default
-            }
-        }
+        self.parsed_duration(path, value).unwrap_or(default)
     }
 
     fn socket_addr(&mut self, path: &str, value: &str) -> Option<SocketAddr> {
