@@ -69,11 +69,7 @@ struct Api {
     http: reqwest::Client,
 }
 
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    body: Value,
-}
+type Answer = ApiAnswer;
 
 impl Api {
     async fn start() -> Api {
@@ -91,29 +87,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Answer {
-        let mut req = self
-            .http
-            .request(method, format!("http://{}{}", self.gw.admin, path));
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
+        admin_call(self.gw.admin, token, method, path, body).await
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {

@@ -36,7 +36,6 @@ routes:
     )))
     .await;
     let schema = format!("http://{}/api/openapi.json", gw.admin);
-    let url = schema.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
             .args(["run", &schema])
@@ -78,15 +77,10 @@ routes:
     let (picked, total) = selected.split_once('/').unwrap();
     assert_eq!(picked, total, "{report}");
     assert!(report.contains(&format!("Tested: {total}")), "{report}");
-    let doc: serde_json::Value = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
+    let doc = gw
+        .api(reqwest::Method::GET, "/api/openapi.json", None)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body;
     let operations: usize = doc["paths"]
         .as_object()
         .unwrap()

@@ -221,19 +221,15 @@ async fn the_console_edits_a_membership_and_explains_a_login() {
     let w = world().await;
     for (name, width) in [("console-desktop", 1280), ("console-phone", 390)] {
         // A pre-provisioned member, through the API.
-        let api = reqwest::Client::new();
-        let created: Value = api
-            .post(format!("http://{}/api/users", w.gw.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"idp": "main", "email": "carol@example.com",
-                "memberships": [{"organizationId": "home-lab", "roles": ["Member"]}]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = created["id"].as_str().unwrap().to_string();
+        let created =
+            w.gw.api(
+                reqwest::Method::POST,
+                "/api/users",
+                Some(json!({"idp": "main", "email": "carol@example.com",
+                    "memberships": [{"organizationId": "home-lab", "roles": ["Member"]}]})),
+            )
+            .await;
+        let id = created.body["id"].as_str().unwrap().to_string();
         let seen = console_visit(name, &w.gw, width).await;
         assert_eq!(seen["errors"], json!([]), "{seen}");
         assert_eq!(
@@ -252,16 +248,13 @@ async fn the_console_edits_a_membership_and_explains_a_login() {
         );
         assert!(text("saved").contains("saved"), "{seen}");
         // The change went through the API: there, and in the audit log.
-        let user: Value = api
-            .get(format!("http://{}/api/users/{id}", w.gw.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(user["memberships"][0]["roles"], json!(["Admin", "Member"]));
+        let user =
+            w.gw.api(reqwest::Method::GET, &format!("/api/users/{id}"), None)
+                .await;
+        assert_eq!(
+            user.body["memberships"][0]["roles"],
+            json!(["Admin", "Member"])
+        );
         // Newest first: the role change heads the organization's log.
         let audit = text("audit");
         let changed = audit.find("membership.roles_changed");
@@ -284,13 +277,10 @@ async fn the_console_edits_a_membership_and_explains_a_login() {
             "{explain}"
         );
         // Next width: a fresh user.
-        let r = api
-            .delete(format!("http://{}/api/users/{id}", w.gw.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 204);
+        let r =
+            w.gw.api(reqwest::Method::DELETE, &format!("/api/users/{id}"), None)
+                .await;
+        assert_eq!(r.status, 204);
     }
 }
 

@@ -136,17 +136,14 @@ async fn a_role_removed_closes_the_websocket_of_the_route_that_needs_it() {
     let (user, cookie) = user_with_session(&store, &["Admin", "Member"]).await;
     let mut admin = open(&gw, "/admin/socket", &cookie).await;
     let mut member = open(&gw, "/socket", &cookie).await;
-    let r = reqwest::Client::new()
-        .put(format!(
-            "http://{}/api/organizations/lab/users/{user}",
-            gw.admin
-        ))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"roles": ["Member"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
+    let r = gw
+        .api(
+            reqwest::Method::PUT,
+            &format!("/api/organizations/lab/users/{user}"),
+            Some(json!({"roles": ["Member"]})),
+        )
+        .await;
+    assert!((200..300).contains(&r.status), "{}", r.status);
     closed_within(
         &mut admin,
         Duration::from_secs(1),
@@ -171,13 +168,14 @@ async fn a_revocation_on_another_replica_closes_the_websocket() {
     let store = Store::open(&db, StoreKind::Postgres).await.unwrap();
     let (user, cookie) = user_with_session(&store, &["Member"]).await;
     let mut ws = open(&b, "/socket", &cookie).await;
-    let r = reqwest::Client::new()
-        .delete(format!("http://{}/api/users/{user}/sessions", a.admin))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let r = a
+        .api(
+            reqwest::Method::DELETE,
+            &format!("/api/users/{user}/sessions"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
     let took = closed_within(&mut ws, Duration::from_secs(4), "on the other replica").await;
     eprintln!("closed on the other replica after {took:?}");
 }

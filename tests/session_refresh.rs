@@ -113,14 +113,12 @@ impl World {
     }
 
     async fn audit(&self) -> Vec<Value> {
-        let r = reqwest::Client::new()
-            .get(format!("http://{}/api/audit-events", self.gw.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap().as_array().unwrap().clone()
+        let r = self
+            .gw
+            .api(reqwest::Method::GET, "/api/audit-events", None)
+            .await;
+        assert_eq!(r.status, 200);
+        r.body.as_array().unwrap().clone()
     }
 }
 

@@ -330,6 +330,16 @@ impl Gateway {
         format!("http://{}{}", self.http, path)
     }
 
+    /// Calls this gateway's management API with the test admin token.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> ApiAnswer {
+        admin_call(self.admin, Some(ADMIN_TOKEN), method, path, body).await
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
             .await
@@ -358,6 +368,46 @@ fn answers(addr: SocketAddr) -> bool {
     let request = b"GET /healthz HTTP/1.1\r\nHost: ready.test\r\nConnection: close\r\n\r\n";
     let mut first = [0u8; 5];
     stream.write_all(request).is_ok() && stream.read_exact(&mut first).is_ok() && &first == b"HTTP/"
+}
+
+/// An answer of the management API: status, headers, and the body as
+/// JSON (a string when it is not JSON, `null` when empty).
+pub struct ApiAnswer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+/// Calls the management API on `admin` as `token` (`None`: no
+/// `Authorization` header), with a JSON body when given.
+pub async fn admin_call(
+    admin: SocketAddr,
+    token: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> ApiAnswer {
+    let mut req = reqwest::Client::new().request(method, format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let body = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+    };
+    ApiAnswer {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// A metric's value from Prometheus text, e.g. `portcullis_config_reloads_total`.
