@@ -30,6 +30,7 @@ pub(crate) mod paths;
 pub mod provision;
 pub mod proxy;
 pub(crate) mod request;
+pub mod scim;
 pub(crate) mod sealed;
 pub mod session;
 pub(crate) mod state;

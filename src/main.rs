@@ -191,7 +191,9 @@ fn stored_context(
             .await
             .map_err(|e| e.to_string())?;
         let found = match user {
-            Some(u) => existing(&u, &idp.id),
+            Some(u) => existing(&store, &u, &idp.id)
+                .await
+                .map_err(|e| e.to_string())?,
             None => {
                 eprintln!(
                     "portcullis explain: no user ({}, {}) in the store: planned as existing with no memberships",

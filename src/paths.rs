@@ -13,3 +13,6 @@ pub const BACKCHANNEL_LOGOUT: &str = "/_portcullis/backchannel-logout";
 /// Forward-auth (nginx `auth_request`, Traefik `forwardAuth`, Caddy
 /// `forward_auth`), answered on any host.
 pub const FORWARD_AUTH: &str = "/_portcullis/auth";
+/// SCIM 2.0 service providers, one per `scim` entry: `{SCIM_PREFIX}{idp}/…`,
+/// on `public_url`'s host only.
+pub const SCIM_PREFIX: &str = "/_portcullis/scim/v2/";

@@ -417,6 +417,42 @@ fn each_error_names_its_place() {
             "store.url",
             "sqlite:// or postgres://",
         ),
+        (
+            format!("{BASE}scim:\n  - idp: okta\n    tokens: [t0123456789abcdef]\n"),
+            "scim[0].idp",
+            "no identity provider \"okta\"",
+        ),
+        (
+            format!(
+                "{BASE}scim:\n  - idp: keycloak\n    tokens: [a0123456789abcdef]\n  - idp: keycloak\n    tokens: [b0123456789abcdef]\n"
+            ),
+            "scim[1].idp",
+            "already has a SCIM feed",
+        ),
+        (
+            format!("{BASE}scim:\n  - idp: keycloak\n    tokens: []\n"),
+            "scim[0].tokens",
+            "at least one token",
+        ),
+        (
+            format!("{BASE}scim:\n  - idp: keycloak\n    tokens: [\"sha256:12\"]\n"),
+            "scim[0].tokens[0]",
+            "64 hex digits",
+        ),
+        (
+            format!(
+                "{BASE}scim:\n  - idp: keycloak\n    tokens: [a0123456789abcdef]\n    match: \"oid ==\"\n"
+            ),
+            "scim[0].match",
+            "",
+        ),
+        (
+            format!(
+                "{BASE}scim:\n  - idp: keycloak\n    tokens: [a0123456789abcdef]\n    secret: x\n"
+            ),
+            "scim[0].secret",
+            "unknown field `secret`",
+        ),
     ];
     for (text, path, fragment) in &cases {
         check(text, path, fragment);

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["config", "metrics"],
     &["telemetry", "upstream", "provision", "oidc", "authz"],
     &["page", "store"],
-    &["assertion"],
+    &["assertion", "scim"],
     &["session"],
     &["state"],
     &["login"],

@@ -131,13 +131,6 @@ async fn authenticate(
     mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| crate::util::sha256(token.trim().as_bytes()));
     let runtime = shared.runtime.load();
     let tokens = runtime
         .config
@@ -145,15 +138,11 @@ async fn authenticate(
         .as_ref()
         .map(|a| a.tokens.as_slice())
         .unwrap_or(&[]);
-    let mut matched = None;
-    if let Some(digest) = presented {
-        for (i, t) in tokens.iter().enumerate() {
-            // Every token is compared, so timing says nothing of which.
-            if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &t.sha256[..])) {
-                matched = Some(i);
-            }
-        }
-    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let matched = crate::config::BearerToken::matching(tokens, authorization);
     drop(runtime);
     match matched {
         Some(i) => {

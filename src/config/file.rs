@@ -16,6 +16,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub admin: Option<AdminSection>,
     #[serde(default)]
+    pub scim: Vec<ScimSection>,
+    #[serde(default)]
     pub store: StoreSection,
     pub session: SessionSection,
     #[serde(default)]
@@ -69,6 +71,22 @@ pub struct AdminSection {
     /// The operator console at `/console/` (default `true`).
     #[serde(default)]
     pub console: Option<bool>,
+}
+
+/// A SCIM 2.0 feed from one IdP's directory (SPEC 4b).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScimSection {
+    /// The identity provider whose users this feed describes.
+    pub idp: String,
+    /// Bearer tokens for `{public_url}/_portcullis/scim/v2/{idp}/`: plain,
+    /// or `sha256:<hex>` as printed by `portcullis hash-token`.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+    /// The claim (JMESPath) at that IdP whose value is the SCIM
+    /// `externalId` (default `sub`).
+    #[serde(default, rename = "match")]
+    pub match_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

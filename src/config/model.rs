@@ -54,6 +54,8 @@ pub struct Config {
     pub source: PathBuf,
     pub server: Server,
     pub admin: Option<Admin>,
+    /// SCIM feeds, one per IdP at most (SPEC 4b).
+    pub scim: Vec<Arc<ScimFeed>>,
     pub store: Store,
     pub session: Session,
     pub identity_providers: Vec<Arc<IdentityProvider>>,
@@ -84,22 +86,51 @@ pub struct Tls {
 #[derive(Debug, Clone)]
 pub struct Admin {
     pub listen: SocketAddr,
-    pub tokens: Vec<AdminToken>,
+    pub tokens: Vec<BearerToken>,
     /// Serve the operator console at `/console/`.
     pub console: bool,
 }
 
-/// An admin token as configured. Plain tokens are hashed at load so that the
-/// comparison is always between SHA-256 digests.
+/// A bearer token as configured (`admin.tokens`, `scim[].tokens`). Plain
+/// tokens are hashed at load so that the comparison is always between
+/// SHA-256 digests.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
+pub struct BearerToken {
     pub sha256: [u8; 32],
 }
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AdminToken(sha256:{}…)", &hex::encode(self.sha256)[..8])
+        write!(f, "BearerToken(sha256:{}…)", &hex::encode(self.sha256)[..8])
     }
+}
+
+impl BearerToken {
+    /// Which of `tokens` the `Authorization: Bearer …` value presents, in
+    /// constant time: every token is compared, so timing says nothing of
+    /// which matched or how much of one.
+    pub fn matching(tokens: &[BearerToken], authorization: Option<&str>) -> Option<usize> {
+        let digest = authorization
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| crate::util::sha256(token.trim().as_bytes()))?;
+        let mut matched = None;
+        for (i, t) in tokens.iter().enumerate() {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(&digest[..], &t.sha256[..])) {
+                matched = Some(i);
+            }
+        }
+        matched
+    }
+}
+
+/// A SCIM feed: the directory of one IdP pushing users and groups.
+#[derive(Debug, Clone)]
+pub struct ScimFeed {
+    pub idp: String,
+    pub tokens: Vec<BearerToken>,
+    /// The claim whose value is the SCIM `externalId`.
+    pub match_claim: Expr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +209,9 @@ pub struct IdentityProvider {
     pub bearer_audiences: Vec<String>,
     /// One entry per evaluated organization, in the order of `organizations`.
     pub policies: Vec<OrgPolicy>,
+    /// The `match` claim of this IdP's SCIM feed, when it has one: a
+    /// login is matched to a directory user by it.
+    pub directory_match: Option<Expr>,
 }
 
 #[derive(Debug, Clone)]
@@ -305,5 +339,9 @@ impl Config {
 
     pub fn identity_provider(&self, id: &str) -> Option<&Arc<IdentityProvider>> {
         self.identity_providers.iter().find(|i| i.id == id)
+    }
+
+    pub fn scim_feed(&self, idp: &str) -> Option<&Arc<ScimFeed>> {
+        self.scim.iter().find(|f| f.idp == idp)
     }
 }

@@ -85,6 +85,11 @@ pub async fn bearer(
             .await
             .map_err(|e| BearerError::Unavailable(e.to_string()))?
             .ok_or_else(|| BearerError::Rejected("no such user".into()))?;
+        if !user.active {
+            return Err(BearerError::Rejected(
+                "the user was deactivated by the directory".into(),
+            ));
+        }
         let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
         let p = Arc::new(crate::session::Principal::from_token(
             user,

@@ -233,6 +233,17 @@ async fn finish_login(
                 )),
             ));
         }
+        (Outcome::Deactivated, _) => {
+            return Err((
+                "deactivated",
+                Answer::Reply(Reply::new(
+                    403,
+                    "deactivated",
+                    "Account deactivated",
+                    "Your account was deactivated by the directory. Ask an administrator.",
+                )),
+            ));
+        }
         _ => {
             return Err((
                 "no_membership",

@@ -20,16 +20,19 @@ pub async fn jit_in_force(store: &Store, config: &Config) -> Result<JitTable, St
 }
 
 /// What a plan needs to know of a stored user logging in through `idp`:
-/// their memberships, and whether this identity is new to them (a user
-/// pre-provisioned without a subject there).
-pub fn existing(user: &User, idp: &str) -> ExistingUser {
-    ExistingUser {
+/// their memberships, whether this identity is new to them (a user
+/// pre-provisioned without a subject there), and what the IdP's
+/// directory says of them.
+pub async fn existing(store: &Store, user: &User, idp: &str) -> Result<ExistingUser, StoreError> {
+    Ok(ExistingUser {
         identity_is_new: !user
             .identities
             .iter()
             .any(|i| i.idp == idp && i.subject.is_some()),
         memberships: user.memberships.clone(),
-    }
+        directory: store.directory_entry(idp, &user.id).await?,
+        deactivated: !user.active,
+    })
 }
 
 /// Why a login's provisioning did not happen.
@@ -64,7 +67,7 @@ pub async fn provision_claims(
     let identity = provision::identity_from_claims(idp, claims)?;
     let file_jit = provision::jit_from_config(config);
     let applied = store
-        .apply_login(&identity, occasion, |existing, api_jit| {
+        .apply_login(&identity, claims, occasion, |existing, api_jit| {
             let jit = provision::merge_jit(&file_jit, api_jit);
             provision::plan(config, idp, claims, existing, &jit)
         })

@@ -122,6 +122,7 @@ pub fn render(plan: &Plan) -> String {
             Outcome::UnknownUser =>
                 "refused: auto_provision is off and no such user exists".to_string(),
             Outcome::NoMembership => "refused: not a member of any organization".to_string(),
+            Outcome::Deactivated => "refused: deactivated by the directory (SCIM)".to_string(),
         }
     );
     if plan.outcome == Outcome::Allowed {

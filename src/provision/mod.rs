@@ -3,6 +3,7 @@
 //! decision. Pure: no I/O. The login and `portcullis explain` both call
 //! [`plan`], so what `explain` prints is what a login does.
 
+pub mod directory;
 pub mod explain;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,9 @@ pub struct Identity {
     pub email: Option<String>,
     pub email_verified: bool,
     pub name: Option<String>,
+    /// The value of the IdP's SCIM `match` claim, when it has a feed: a
+    /// directory user is found by it.
+    pub match_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +90,11 @@ pub struct ExistingUser {
     /// First login with this `(idp, identifier)`: a pre-provisioned user
     /// matched by email. Decides SSO-connector JIT.
     pub identity_is_new: bool,
+    /// What the IdP's directory (SCIM) says of the user, when it has a
+    /// feed that describes them: its attributes and groups become claims.
+    pub directory: Option<directory::DirectoryEntry>,
+    /// The directory deactivated or deleted the user: logins are refused.
+    pub deactivated: bool,
 }
 
 /// Just-in-time rules of one organization: the file's, plus what the
@@ -224,6 +233,8 @@ pub enum Outcome {
     UnknownUser,
     /// No membership left after provisioning.
     NoMembership,
+    /// The IdP's directory (SCIM) has the user inactive or deleted.
+    Deactivated,
 }
 
 /// A failed expression: the org is a no-match, the login goes on.
@@ -318,6 +329,12 @@ pub fn identity(
         email,
         email_verified,
         name: text(&idp.name),
+        match_key: idp
+            .directory_match
+            .as_ref()
+            .and_then(|m| search(m, claims).ok())
+            .and_then(|v| as_string(&v))
+            .filter(|s| !s.is_empty()),
     })
 }
 
@@ -436,8 +453,34 @@ fn membership(org: &str, roles: Vec<String>, source: MembershipSource) -> Member
 }
 
 /// Plans one login of `claims` at `idp`. `existing` is `None` for a user
-/// that does not exist yet.
+/// that does not exist yet. What the IdP's directory says of an existing
+/// user joins the claims (SPEC 4b); a user the directory deactivated is
+/// refused and nothing of theirs changes.
 pub fn plan(
+    config: &Config,
+    idp: &IdentityProvider,
+    claims: &Value,
+    existing: Option<&ExistingUser>,
+    jit: &JitTable,
+) -> Result<Plan, ProvisionError> {
+    let merged;
+    let claims = match existing.and_then(|e| e.directory.as_ref()) {
+        Some(entry) => {
+            merged = directory::claims_for(idp, Some(claims), entry);
+            &merged
+        }
+        None => claims,
+    };
+    let mut plan = plan_claims(config, idp, claims, existing, jit)?;
+    if existing.is_some_and(|e| e.deactivated) {
+        plan.outcome = Outcome::Deactivated;
+        plan.changes.clear();
+        plan.memberships = existing.map(|e| e.memberships.clone()).unwrap_or_default();
+    }
+    Ok(plan)
+}
+
+fn plan_claims(
     config: &Config,
     idp: &IdentityProvider,
     claims: &Value,

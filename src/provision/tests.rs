@@ -61,6 +61,7 @@ fn existing(memberships: Vec<Membership>) -> ExistingUser {
     ExistingUser {
         memberships,
         identity_is_new: false,
+        ..Default::default()
     }
 }
 
@@ -404,6 +405,7 @@ fn logto_sso_connector_jit() {
     let user = ExistingUser {
         memberships: vec![member("home-lab", &["Admin"], MembershipSource::Manual)],
         identity_is_new: true,
+        ..Default::default()
     };
     let p = run(&c, &claims, Some(&user));
     assert_eq!(
@@ -554,6 +556,7 @@ mod properties {
                             .map(|(o, s, r)| member(&o, &[&r], s))
                             .collect(),
                         identity_is_new,
+                        ..Default::default()
                     }
                 }),
         )

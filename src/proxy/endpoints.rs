@@ -110,6 +110,11 @@ impl Gateway {
                 };
                 respond::answer(session, answer).await?
             }
+            path if path.starts_with(SCIM_PREFIX)
+                && runtime.public_host.as_deref() == Some(ctx.host.as_str()) =>
+            {
+                self.scim(session, ctx).await?
+            }
             _ => {
                 respond::send(
                     session,
@@ -119,5 +124,69 @@ impl Gateway {
             }
         }
         Ok(true)
+    }
+
+    /// Hands a request under [`SCIM_PREFIX`] to the feed's service
+    /// provider, then drops what it ended from this replica's caches
+    /// (other replicas hear of it through the store).
+    async fn scim(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let rest = ctx.path()[SCIM_PREFIX.len()..].to_string();
+        let (idp, rest) = rest.split_once('/').unwrap_or((rest.as_str(), ""));
+        let (idp, rest) = (idp.to_string(), rest.to_string());
+        let req = session.req_header();
+        let header = |name: &str| {
+            req.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (authorization, if_match, content_type) = (
+            header("authorization"),
+            header("if-match"),
+            header("content-type"),
+        );
+        let method = req.method.clone();
+        let query = ctx.target.as_ref().and_then(|t| t.query.clone());
+        let body = if matches!(
+            method,
+            http::Method::GET | http::Method::HEAD | http::Method::DELETE
+        ) {
+            Some(Vec::new())
+        } else {
+            read_body(session, crate::scim::MAX_BODY).await
+        };
+        let config = ctx.runtime.config.clone();
+        let answer = self
+            .shared
+            .sessions
+            .with_store(move |store| async move {
+                let req = crate::scim::ScimRequest {
+                    method: &method,
+                    rest: &rest,
+                    query: query.as_deref(),
+                    authorization: authorization.as_deref(),
+                    if_match: if_match.as_deref(),
+                    content_type: content_type.as_deref(),
+                    body: body.as_deref(),
+                };
+                Ok(crate::scim::handle(&store, &config, &idp, req).await)
+            })
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(target: "portcullis::scim", error = %e, "SCIM request failed");
+                return respond::send(
+                    session,
+                    &Reply::store_unavailable("The directory feed is unavailable."),
+                )
+                .await;
+            }
+        };
+        self.shared.sessions.forget(&answer.ended_sessions).await;
+        for user in &answer.users {
+            self.shared.sessions.forget_user(user);
+        }
+        respond::scim(session, answer.status, answer.headers, answer.body).await
     }
 }

@@ -96,6 +96,17 @@ pub async fn json(
     .await
 }
 
+/// A SCIM answer (`application/scim+json`).
+pub async fn scim(
+    session: &mut Session,
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Option<String>,
+) -> Result<()> {
+    let body = body.map(|b| (Bytes::from(b), "application/scim+json"));
+    write(session, status, &headers, body).await
+}
+
 /// 302 to `location`, with extra headers (e.g. `Set-Cookie`).
 pub async fn redirect(
     session: &mut Session,

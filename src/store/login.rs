@@ -27,6 +27,7 @@ impl Store {
     pub async fn apply_login<F, E>(
         &self,
         identity: &Identity,
+        claims: &Value,
         occasion: Occasion<'_>,
         planner: F,
     ) -> Result<Result<AppliedLogin, E>, StoreError>
@@ -35,7 +36,10 @@ impl Store {
     {
         let mut last = None;
         for attempt in 0..LOGIN_ATTEMPTS {
-            match self.try_apply_login(identity, occasion, &planner).await {
+            match self
+                .try_apply_login(identity, claims, occasion, &planner)
+                .await
+            {
                 Ok(applied) => return Ok(applied),
                 Err(e) if e.is_retryable() => {
                     tracing::debug!(attempt, error = %e, "login transaction collided; trying again");
@@ -53,6 +57,7 @@ impl Store {
     async fn try_apply_login<F, E>(
         &self,
         identity: &Identity,
+        claims: &Value,
         occasion: Occasion<'_>,
         planner: &F,
     ) -> Result<Result<AppliedLogin, E>, StoreError>
@@ -73,9 +78,24 @@ impl Store {
             .as_deref()
             .filter(|_| identity.email_verified)
             .map(str::to_lowercase);
-        let (user_id, identity_is_new) = match (by_subject, &verified_email) {
-            (Some(id), _) => (Some(id), false),
-            (None, Some(email)) => {
+        // Not logged in here yet: a user the directory (SCIM) created, by
+        // its `match` claim; else one pre-provisioned, by verified email.
+        let by_match = match (&by_subject, &identity.match_key) {
+            (None, Some(key)) => sqlx::query(
+                "SELECT user_id FROM identities WHERE idp = $1 AND subject IS NULL AND match_key = $2",
+            )
+            .bind(&identity.idp)
+            .bind(key)
+            .fetch_optional(&mut *change.tx)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?,
+            _ => None,
+        };
+        let (user_id, identity_is_new) = match (by_subject, by_match, &verified_email) {
+            (Some(id), _, _) => (Some(id), false),
+            (None, Some(id), _) => (Some(id), true),
+            (None, None, Some(email)) => {
                 let pre: Option<String> = sqlx::query(
                     "SELECT user_id FROM identities WHERE idp = $1 AND subject IS NULL AND email = $2",
                 )
@@ -87,12 +107,14 @@ impl Store {
                 .transpose()?;
                 (pre, true)
             }
-            (None, None) => (None, true),
+            (None, None, None) => (None, true),
         };
         let existing = match &user_id {
             Some(id) => Some(ExistingUser {
                 memberships: memberships_of(&mut change.tx, id).await?,
                 identity_is_new,
+                directory: directory_of(&mut change.tx, &identity.idp, id).await?,
+                deactivated: is_deactivated(&mut change.tx, id).await?,
             }),
             None => None,
         };
@@ -189,13 +211,20 @@ impl Store {
             }
         };
         let audit = if let Some(id) = &user_id {
-            // The IdP's own `sub`, beside the identifier, as of this login.
-            sqlx::query("UPDATE identities SET idp_sub = $1 WHERE user_id = $2 AND idp = $3")
-                .bind(&identity.sub)
-                .bind(id)
-                .bind(&identity.idp)
-                .execute(&mut *change.tx)
-                .await?;
+            // The IdP's own `sub` beside the identifier, the directory's
+            // key, and the claims, as of this login (`portcullis plan`
+            // replays them).
+            sqlx::query(
+                "UPDATE identities SET idp_sub = $1, match_key = COALESCE($2, match_key), claims = $3 \
+                 WHERE user_id = $4 AND idp = $5",
+            )
+            .bind(&identity.sub)
+            .bind(&identity.match_key)
+            .bind(json_text(claims))
+            .bind(id)
+            .bind(&identity.idp)
+            .execute(&mut *change.tx)
+            .await?;
             for c in &plan.changes {
                 apply_change(&mut change.tx, id, c, at).await?;
                 audit.push(AuditEvent::for_change(at, &actor, id, c));

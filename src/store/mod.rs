@@ -11,6 +11,7 @@ mod login;
 mod memberships;
 mod notify;
 mod records;
+mod scim;
 mod sessions;
 mod users;
 
@@ -28,6 +29,10 @@ use crate::provision::{
 pub use login::Occasion;
 pub use notify::Notice;
 pub use records::*;
+pub use scim::{
+    Linking, Planner, Replan, ScimKind, ScimLookup, ScimRecord, ScimWriteError, ScimWritten,
+};
+use scim::{directory_of, is_deactivated};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =

@@ -27,6 +27,8 @@ pub struct User {
     pub email: Option<String>,
     pub name: Option<String>,
     pub created_at: i64,
+    /// `false` while the IdP's directory has the user inactive or deleted.
+    pub active: bool,
     pub identities: Vec<UserIdentity>,
     pub memberships: Vec<Membership>,
 }

@@ -5,10 +5,12 @@ use super::*;
 
 impl Store {
     pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let Some(row) = sqlx::query("SELECT id, email, name, created_at FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) = sqlx::query(
+            "SELECT id, email, name, created_at, deactivated_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
@@ -34,6 +36,7 @@ impl Store {
             email: row.try_get(1)?,
             name: row.try_get(2)?,
             created_at: row.try_get(3)?,
+            active: row.try_get::<Option<i64>, _>(4)?.is_none(),
             identities,
             memberships,
         }))

@@ -63,10 +63,18 @@ pub(super) async fn explain(
             ApiError::unprocessable(format!("{:?} is not an identity provider", body.idp))
         })?;
     let existing = match &body.existing_user_id {
-        Some(id) => Some(crate::login::provision::existing(
-            &load_user(&shared, id).await?,
-            &idp.id,
-        )),
+        Some(id) => {
+            let user = load_user(&shared, id).await?;
+            let idp_id = idp.id.clone();
+            Some(
+                shared
+                    .sessions
+                    .with_store(move |s| async move {
+                        crate::login::provision::existing(&s, &user, &idp_id).await
+                    })
+                    .await?,
+            )
+        }
         None => None,
     };
     let in_force = config.clone();

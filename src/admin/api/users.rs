@@ -32,6 +32,9 @@ pub struct UserOut {
     name: Option<String>,
     /// Unix seconds.
     created_at: i64,
+    /// `false` while the IdP's directory (SCIM) has the user inactive or
+    /// deleted: their logins are refused.
+    active: bool,
     identities: Vec<IdentityOut>,
     memberships: Vec<MembershipOut>,
 }
@@ -50,6 +53,7 @@ pub(super) fn user_out(u: User) -> UserOut {
         email: u.email,
         name: u.name,
         created_at: u.created_at,
+        active: u.active,
         identities: u
             .identities
             .into_iter()

@@ -100,6 +100,7 @@ impl Validator<'_> {
                     auto_provision,
                     bearer_audiences: p.bearer_audiences.clone(),
                     policies,
+                    directory_match: None,
                 });
             }
         }

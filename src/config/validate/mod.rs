@@ -113,7 +113,9 @@ impl Validator<'_> {
         let store = self.store(&raw.store);
         let session = self.session(&raw.session, server.as_ref());
         let organizations = self.organizations(&raw.organizations);
-        let identity_providers = self.identity_providers(&raw.identity_providers, &organizations);
+        let mut identity_providers =
+            self.identity_providers(&raw.identity_providers, &organizations);
+        let scim = self.scim(&raw.scim, &mut identity_providers);
         self.jit_references(&raw.organizations, &identity_providers);
         let routes = self.routes(&raw.routes, &organizations);
         let identity_headers = self.identity_headers(&raw.identity_headers);
@@ -125,6 +127,7 @@ impl Validator<'_> {
             source: source.to_path_buf(),
             server: server?,
             admin,
+            scim,
             store,
             session: session?,
             identity_providers: identity_providers.into_iter().map(Arc::new).collect(),

@@ -82,29 +82,7 @@ impl Validator<'_> {
 
     pub(super) fn admin(&mut self, a: &file::AdminSection) -> Option<Admin> {
         let listen = self.socket_addr("admin.listen", &a.listen);
-        let mut tokens = Vec::new();
-        for (i, t) in a.tokens.iter().enumerate() {
-            let path = format!("admin.tokens[{i}]");
-            if let Some(hexed) = t.strip_prefix("sha256:") {
-                match hex::decode(hexed) {
-                    Ok(bytes) if bytes.len() == 32 => {
-                        let mut sha256 = [0u8; 32];
-                        sha256.copy_from_slice(&bytes);
-                        tokens.push(AdminToken { sha256 });
-                    }
-                    _ => self.err(path, "sha256: must be followed by 64 hex digits"),
-                }
-            } else if t.trim().is_empty() {
-                self.err(path, "is empty");
-            } else {
-                if t.len() < 16 {
-                    self.warn(path, "short token: use at least 16 random characters");
-                }
-                tokens.push(AdminToken {
-                    sha256: crate::util::sha256(t.as_bytes()),
-                });
-            }
-        }
+        let tokens = self.bearer_tokens("admin.tokens", &a.tokens);
         if a.tokens.is_empty() {
             self.warn(
                 "admin.tokens",
@@ -116,6 +94,79 @@ impl Validator<'_> {
             tokens,
             console: a.console.unwrap_or(true),
         })
+    }
+
+    /// Bearer tokens as configured: plain (hashed here) or `sha256:<hex>`.
+    pub(super) fn bearer_tokens(&mut self, path: &str, raw: &[String]) -> Vec<BearerToken> {
+        let mut tokens = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            let path = format!("{path}[{i}]");
+            if let Some(hexed) = t.strip_prefix("sha256:") {
+                match hex::decode(hexed) {
+                    Ok(bytes) if bytes.len() == 32 => {
+                        let mut sha256 = [0u8; 32];
+                        sha256.copy_from_slice(&bytes);
+                        tokens.push(BearerToken { sha256 });
+                    }
+                    _ => self.err(path, "sha256: must be followed by 64 hex digits"),
+                }
+            } else if t.trim().is_empty() {
+                self.err(path, "is empty");
+            } else {
+                if t.len() < 16 {
+                    self.warn(path, "short token: use at least 16 random characters");
+                }
+                tokens.push(BearerToken {
+                    sha256: crate::util::sha256(t.as_bytes()),
+                });
+            }
+        }
+        tokens
+    }
+
+    /// `scim`: one feed per IdP, each with tokens; the IdP learns its
+    /// feed's `match` claim so that logins find directory users.
+    pub(super) fn scim(
+        &mut self,
+        raw: &[file::ScimSection],
+        idps: &mut [IdentityProvider],
+    ) -> Vec<Arc<ScimFeed>> {
+        let mut feeds: Vec<Arc<ScimFeed>> = Vec::new();
+        for (i, s) in raw.iter().enumerate() {
+            let path = format!("scim[{i}]");
+            let Some(idp) = idps.iter_mut().find(|p| p.id == s.idp) else {
+                self.err(
+                    format!("{path}.idp"),
+                    format!("no identity provider {:?} is declared", s.idp),
+                );
+                continue;
+            };
+            if feeds.iter().any(|f| f.idp == s.idp) {
+                self.err(
+                    format!("{path}.idp"),
+                    format!("identity provider {:?} already has a SCIM feed", s.idp),
+                );
+                continue;
+            }
+            let tokens = self.bearer_tokens(&format!("{path}.tokens"), &s.tokens);
+            if s.tokens.is_empty() {
+                self.err(
+                    format!("{path}.tokens"),
+                    "at least one token is required: the feed is never open",
+                );
+            }
+            let text = s.match_claim.as_deref().unwrap_or("sub");
+            let Some(match_claim) = self.expr(&format!("{path}.match"), text) else {
+                continue;
+            };
+            idp.directory_match = Some(match_claim.clone());
+            feeds.push(Arc::new(ScimFeed {
+                idp: s.idp.clone(),
+                tokens,
+                match_claim,
+            }));
+        }
+        feeds
     }
 
     pub(super) fn store(&mut self, s: &file::StoreSection) -> Store {
