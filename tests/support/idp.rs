@@ -249,6 +249,7 @@ pub fn join(base: &str, href: &str) -> String {
 /// A browser: a cookie jar, `Accept: text/html`, no automatic redirects.
 pub struct Browser {
     client: reqwest::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 impl Default for Browser {
@@ -271,9 +272,11 @@ impl Browser {
         for (host, addr) in hosts {
             builder = builder.resolve(host, *addr);
         }
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         Browser {
+            jar: jar.clone(),
             client: builder
-                .cookie_store(true)
+                .cookie_provider(jar)
                 .redirect(reqwest::redirect::Policy::none())
                 .default_headers(headers)
                 .timeout(Duration::from_secs(20))
@@ -289,6 +292,14 @@ impl Browser {
             headers: resp.headers().clone(),
             body: resp.text().await.unwrap_or_default(),
         }
+    }
+
+    /// The `Cookie:` header line this browser sends to `url`, for clients
+    /// that are not it (a WebSocket).
+    pub fn cookie_line(&self, url: &str) -> Option<String> {
+        use reqwest::cookie::CookieStore;
+        let value = self.jar.cookies(&url.parse().ok()?)?;
+        Some(format!("Cookie: {}", value.to_str().ok()?))
     }
 
     /// The HTTP client with this browser's cookies, for requests a browser
