@@ -1048,10 +1048,10 @@ async fn the_directory_drives_memberships_sessions_and_logins() {
 }
 
 /// A user who logged in before the directory knew them is found by
-/// `match` claim (= externalId) and keeps their account: SCIM attaches to
-/// it instead of creating a second one.
+/// `match` claim (= externalId), else by verified email (= userName), and
+/// keeps their account: SCIM attaches to it instead of creating another.
 #[tokio::test]
-async fn a_logged_in_user_is_matched_by_external_id() {
+async fn a_logged_in_user_is_matched_by_external_id_or_email() {
     let upstream = start_echo("app").await;
     let idp_socket = listener();
     let idp_port = idp_socket.local_addr().unwrap().port();
@@ -1065,7 +1065,9 @@ async fn a_logged_in_user_is_matched_by_external_id() {
         json!([{
             "clients": [client("portcullis", "main-secret", gw.http.port())],
             "accounts": {"bob": {"email": "bob@example.com", "email_verified": true,
-                                 "name": "Bob", "groups": ["lab"]}},
+                                 "name": "Bob", "groups": ["lab"]},
+                         "carol": {"email": "carol@example.com", "email_verified": true,
+                                   "name": "Carol", "groups": ["lab"]}},
         }]),
         std::slice::from_ref(&idp_socket),
     );
@@ -1090,6 +1092,22 @@ async fn a_logged_in_user_is_matched_by_external_id() {
     scim.post("/Users", user("bob2@corp.example", "bob"))
         .await
         .assert_error(409, Some("uniqueness"), "a second SCIM user for bob");
+
+    // Without an externalId, the userName is matched to a verified email.
+    let carol_browser = Browser::new();
+    let page = log_in(&carol_browser, &base, "/app", "carol").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let users = gw.api(Method::GET, "/api/users?search=carol", None).await;
+    let carol = users.body[0]["id"].as_str().unwrap().to_string();
+    let created = scim
+        .create(
+            "/Users",
+            json!({"schemas": [CORE_USER], "userName": "Carol@example.com"}),
+        )
+        .await;
+    assert_eq!(created["id"], carol, "matched by email");
+    let users = gw.api(Method::GET, "/api/users", None).await;
+    assert_eq!(users.body.as_array().unwrap().len(), 2, "{}", users.body);
 }
 
 /// Two replicas on one store PATCH one group at once, members added and
@@ -1224,6 +1242,32 @@ async fn hostile_requests_are_refused() {
         .to_string();
 
     let port = gw.http.port();
+    let host = format!("localhost:{port}");
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let json_type = "Content-Type: application/scim+json";
+    // A request under the SCIM prefix, written out by hand: no client
+    // library would send most of these.
+    let request = |method: &str, target: &str, host: &str, headers: &[&str], body: Option<&str>| {
+        let mut r = format!(
+            "{method} /_portcullis/scim/v2/{target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        );
+        for h in headers {
+            r.push_str(&format!("{h}\r\n"));
+        }
+        if let Some(b) = body {
+            r.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+        } else {
+            r.push_str("\r\n");
+        }
+        r
+    };
+    let get_with = |target: &str, headers: &[&str]| request("GET", target, &host, headers, None);
+    let send = |method: &str, target: &str, headers: &[&str], body: &str| {
+        request(method, target, &host, headers, Some(body))
+    };
+    let send_json = |method: &str, target: &str, body: Value| {
+        send(method, target, &[&auth, json_type], &body.to_string())
+    };
     let big = format!(
         r#"{{"schemas":["{CORE_USER}"],"userName":"big","title":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
@@ -1234,201 +1278,165 @@ async fn hostile_requests_are_refused() {
         .map(|i| json!({"op": "add", "path": "title", "value": i.to_string()}))
         .collect();
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let victim_path = format!("main/Users/{victim}");
 
     // (advisory class, request, status, scimType)
     let table: Vec<(&str, String, u16, Option<&str>)> = vec![
         (
             "missing authentication",
-            format!("GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\n"),
+            get_with("main/Users", &[]),
             401,
             None,
         ),
         (
             "credential stuffing: a wrong token",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}x\r\n"
-            ),
+            get_with("main/Users", &[&format!("{auth}x")]),
             401,
             None,
         ),
         (
             "privilege confusion: the management API's token",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n"
+            get_with(
+                "main/Users",
+                &[&format!("Authorization: Bearer {ADMIN_TOKEN}")],
             ),
             401,
             None,
         ),
         (
             "cross-tenant access: another feed's token",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {OTHER_TOKEN}\r\n"
+            get_with(
+                "main/Users",
+                &[&format!("Authorization: Bearer {OTHER_TOKEN}")],
             ),
             401,
             None,
         ),
         (
             "token in the wrong scheme (Basic)",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Basic {TOKEN}\r\n"
-            ),
+            get_with("main/Users", &[&format!("Authorization: Basic {TOKEN}")]),
             401,
             None,
         ),
         (
             "host confusion: SCIM on a routed app's host",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: app.test\r\nAuthorization: Bearer {TOKEN}\r\n"
-            ),
+            request("GET", "main/Users", "app.test", &[&auth], None),
             404,
             None,
         ),
         (
             "path confusion: dot segments out of the feed",
-            format!(
-                "GET /_portcullis/scim/v2/main/../../../api/users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            ),
+            get_with("main/../../../api/users", &[&auth]),
             404,
             None,
         ),
         (
             "path confusion: encoded slash into another feed",
-            format!(
-                "GET /_portcullis/scim/v2/other%2F..%2Fmain/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            ),
+            get_with("other%2F..%2Fmain/Users", &[&auth]),
             400,
             None,
         ),
         (
             "feed enumeration: an IdP without a feed",
-            format!(
-                "GET /_portcullis/scim/v2/nope/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-            ),
+            get_with("nope/Users", &[&auth]),
             404,
             None,
         ),
         (
             "resource exhaustion: a body over 1 MiB",
-            format!(
-                "POST /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{big}",
-                big.len()
-            ),
+            send("POST", "main/Users", &[&auth, json_type], &big),
             413,
             None,
         ),
         (
             "parser confusion: malformed JSON",
-            format!(
-                "POST /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: 14\r\n\r\n{{\"userName\": \""
+            send(
+                "POST",
+                "main/Users",
+                &[&auth, json_type],
+                "{\"userName\": \"",
             ),
             400,
             Some("invalidSyntax"),
         ),
         (
             "parser confusion: JSON that is not an object",
-            format!(
-                "POST /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: 2\r\n\r\n[]"
-            ),
+            send("POST", "main/Users", &[&auth, json_type], "[]"),
             400,
             Some("invalidSyntax"),
         ),
         (
             "content-type confusion: a form body",
-            format!(
-                "POST /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n\r\nuserName=x&"
+            send(
+                "POST",
+                "main/Users",
+                &[&auth, "Content-Type: application/x-www-form-urlencoded"],
+                "userName=x&",
             ),
             415,
             None,
         ),
         (
             "stack exhaustion: a filter nested as deep as its length allows (a valid one)",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users?filter={} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n",
-                enc(&nested)
-            ),
+            get_with(&format!("main/Users?filter={}", enc(&nested)), &[&auth]),
             200,
             None,
         ),
         (
             "resource exhaustion: a filter over 4096 characters",
-            format!(
-                "GET /_portcullis/scim/v2/main/Users?filter={} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\n",
-                enc(&long)
-            ),
+            get_with(&format!("main/Users?filter={}", enc(&long)), &[&auth]),
             400,
             Some("invalidFilter"),
         ),
         (
             "resource exhaustion: over 1000 PATCH operations",
-            {
-                let b = patch(json!(many_ops)).to_string();
-                format!(
-                    "PATCH /_portcullis/scim/v2/main/Users/{victim} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                )
-            },
+            send_json("PATCH", &victim_path, patch(json!(many_ops))),
             400,
             Some("tooMany"),
         ),
         (
             "mass assignment: a PATCH of the id",
-            {
-                let b =
-                    patch(json!([{"op": "replace", "path": "id", "value": "u_admin"}])).to_string();
-                format!(
-                    "PATCH /_portcullis/scim/v2/main/Users/{victim} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                )
-            },
+            send_json(
+                "PATCH",
+                &victim_path,
+                patch(json!([{"op": "replace", "path": "id", "value": "u_admin"}])),
+            ),
             400,
             Some("mutability"),
         ),
         (
             "type confusion: a userName that is a number",
-            {
-                let b = json!({"schemas": [CORE_USER], "userName": 42}).to_string();
-                format!(
-                    "POST /_portcullis/scim/v2/main/Users HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                )
-            },
+            send_json(
+                "POST",
+                "main/Users",
+                json!({"schemas": [CORE_USER], "userName": 42}),
+            ),
             400,
             Some("invalidValue"),
         ),
         (
             "type confusion: active that is neither boolean nor True/False",
-            {
-                let b = patch(json!([{"op": "replace", "path": "active", "value": "maybe"}]))
-                    .to_string();
-                format!(
-                    "PATCH /_portcullis/scim/v2/main/Users/{victim} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                )
-            },
+            send_json(
+                "PATCH",
+                &victim_path,
+                patch(json!([{"op": "replace", "path": "active", "value": "maybe"}])),
+            ),
             400,
             Some("invalidValue"),
         ),
         (
             "conditional bypass: an If-Match that names no version",
-            {
-                let b =
-                    patch(json!([{"op": "replace", "path": "title", "value": "x"}])).to_string();
-                format!(
-                    "PATCH /_portcullis/scim/v2/main/Users/{victim} HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer {TOKEN}\r\nIf-Match: W/\"1 OR 1=1\"\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\n\r\n{b}",
-                    b.len()
-                )
-            },
+            send(
+                "PATCH",
+                &victim_path,
+                &[&auth, json_type, "If-Match: W/\"1 OR 1=1\""],
+                &patch(json!([{"op": "replace", "path": "title", "value": "x"}])).to_string(),
+            ),
             412,
             None,
         ),
     ];
-    for (class, head, status, scim_type) in &table {
-        let mut request = head.clone();
-        if !request.contains("\r\n\r\n") {
-            request.push_str("Connection: close\r\n\r\n");
-        } else {
-            request = request.replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1);
-        }
+    for (class, request, status, scim_type) in &table {
         let r = raw(gw.http, request.as_bytes()).await;
         assert_eq!(r.status, *status, "{class}: {}", r.body);
         if *status == 401 {

@@ -156,6 +156,14 @@ fn container_mut<'a>(
 }
 
 /// The key as the object already spells it, else as given.
+/// Writes `new`'s attributes over `old`'s, names matched in any case.
+fn merge(old: &mut Map<String, Value>, new: Map<String, Value>) {
+    for (k, v) in new {
+        let k2 = key_ci(old, &k);
+        old.insert(k2, v);
+    }
+}
+
 fn key_ci(o: &Map<String, Value>, key: &str) -> String {
     o.keys()
         .find(|k| k.eq_ignore_ascii_case(key))
@@ -227,12 +235,7 @@ fn at_path(
                             match (c.get_mut(&key), v) {
                                 // Replacing a complex attribute with an object
                                 // replaces the sub-attributes it names.
-                                (Some(Value::Object(old)), Value::Object(new)) => {
-                                    for (k, v) in new {
-                                        let k2 = key_ci(old, &k);
-                                        old.insert(k2, v);
-                                    }
-                                }
+                                (Some(Value::Object(old)), Value::Object(new)) => merge(old, new),
                                 (_, v) => {
                                     c.insert(key, v);
                                 }
@@ -253,12 +256,7 @@ fn at_path(
                                         items.push(m);
                                     }
                                 }
-                                (Some(Value::Object(old)), Value::Object(new)) => {
-                                    for (k, v) in new {
-                                        let k2 = key_ci(old, &k);
-                                        old.insert(k2, v);
-                                    }
-                                }
+                                (Some(Value::Object(old)), Value::Object(new)) => merge(old, new),
                                 (_, v) => {
                                     c.insert(key, v);
                                 }
@@ -329,12 +327,7 @@ fn set_in(item: &mut Value, sub: Option<&str>, value: Value) {
             let k = key_ci(o, s);
             o.insert(k, v);
         }
-        (None, Some(o), Value::Object(new)) => {
-            for (k, v) in new {
-                let k2 = key_ci(o, &k);
-                o.insert(k2, v);
-            }
-        }
+        (None, Some(o), Value::Object(new)) => merge(o, new),
         (_, _, v) => *item = v,
     }
 }

@@ -161,17 +161,15 @@ impl Store {
                     at,
                 )
                 .await?;
-                audit.push(AuditEvent::new(
+                audit.push(AuditEvent::about_user(
                     at,
                     &actor,
                     "user.created",
-                    Some(&id),
-                    None,
-                    None,
-                    Some(serde_json::json!({
+                    &id,
+                    serde_json::json!({
                         "idp": identity.idp, "subject": identity.subject,
                         "email": identity.email, "name": identity.name,
-                    })),
+                    }),
                 ));
                 Some(id)
             }

@@ -116,7 +116,8 @@ pub struct AuditEvent {
     pub id: i64,
     /// Unix seconds.
     pub at: i64,
-    /// `login:<idp>` or `token:<n>` (the admin token's position).
+    /// `login:<idp>`, `token:<n>` (the admin token's position) or
+    /// `scim:<idp>` (that IdP's directory).
     pub actor: String,
     pub action: String,
     pub user_id: Option<String>,
@@ -145,6 +146,18 @@ impl AuditEvent {
             before,
             after,
         }
+    }
+
+    /// An event about a user as a whole (`user.created`, `user.deactivated`,
+    /// …): no organization, no before, what it became in `after`.
+    pub fn about_user(
+        at: i64,
+        actor: &str,
+        action: &str,
+        user_id: &str,
+        after: Value,
+    ) -> AuditEvent {
+        AuditEvent::new(at, actor, action, Some(user_id), None, None, Some(after))
     }
 
     pub fn for_change(at: i64, actor: &str, user_id: &str, change: &Change) -> AuditEvent {

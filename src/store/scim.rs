@@ -410,18 +410,16 @@ impl Store {
                         .bind(idp)
                         .execute(&mut *change.tx)
                         .await?;
-                        change.record(AuditEvent::new(
+                        change.record(AuditEvent::about_user(
                             at,
                             &actor,
                             "user.created",
-                            Some(&id),
-                            None,
-                            None,
-                            Some(serde_json::json!({
+                            &id,
+                            serde_json::json!({
                                 "idp": idp, "subject": subject,
                                 "externalId": entry.external_id(),
                                 "email": entry.email(), "name": entry.name(),
-                            })),
+                            }),
                         ));
                         written.users.push(id.clone());
                         let mut with_id = entry.clone();
@@ -690,16 +688,12 @@ async fn reprovision(
         } else {
             "deleted"
         };
-        change.record(AuditEvent::new(
+        change.record(AuditEvent::about_user(
             at,
             actor,
             "user.deactivated",
-            Some(user_id),
-            None,
-            None,
-            Some(
-                serde_json::json!({"idp": idp, "directory": reason, "sessionsEnded": ended.len()}),
-            ),
+            user_id,
+            serde_json::json!({"idp": idp, "directory": reason, "sessionsEnded": ended.len()}),
         ));
     } else if !deactivated && was_deactivated {
         sqlx::query("UPDATE users SET deactivated_at = NULL, updated_at = $1 WHERE id = $2")
@@ -707,14 +701,12 @@ async fn reprovision(
             .bind(user_id)
             .execute(&mut *change.tx)
             .await?;
-        change.record(AuditEvent::new(
+        change.record(AuditEvent::about_user(
             at,
             actor,
             "user.reactivated",
-            Some(user_id),
-            None,
-            None,
-            Some(serde_json::json!({"idp": idp})),
+            user_id,
+            serde_json::json!({"idp": idp}),
         ));
     }
     if let Some(e) = &entry {

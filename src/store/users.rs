@@ -63,16 +63,12 @@ impl Store {
         }
         let at = now();
         let id = insert_user(&mut change.tx, u, email.as_deref(), at).await?;
-        let mut audit = vec![AuditEvent::new(
+        let mut audit = vec![AuditEvent::about_user(
             at,
             actor,
             "user.created",
-            Some(&id),
-            None,
-            None,
-            Some(
-                serde_json::json!({"idp": u.idp, "subject": u.subject, "email": u.email, "name": u.name}),
-            ),
+            &id,
+            serde_json::json!({"idp": u.idp, "subject": u.subject, "email": u.email, "name": u.name}),
         )];
         for m in &u.memberships {
             let m = Membership {

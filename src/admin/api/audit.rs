@@ -27,7 +27,8 @@ pub struct AuditEventOut {
     id: i64,
     /// Unix seconds.
     at: i64,
-    /// `login:<idp>` or `token:<n>` (the admin token's position).
+    /// `login:<idp>`, `token:<n>` (the admin token's position) or
+    /// `scim:<idp>` (that IdP's directory).
     actor: String,
     action: String,
     user_id: Option<String>,
