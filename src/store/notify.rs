@@ -31,7 +31,11 @@ pub enum Notice {
     Tokens(Vec<String>),
     /// Users whose memberships, profile or sessions changed.
     Users(Vec<String>),
-    /// The listener lost its connection: notices may have been missed.
+    /// The listener is back after it lost its connection: notices may
+    /// have been missed meanwhile. Sent once listening again, not when the
+    /// connection drops: during an outage the caches go on serving what
+    /// they hold (each entry still lives at most `store.cache_ttl`), as
+    /// SPEC 7 asks, and are dropped when the store can answer again.
     Lost,
 }
 
@@ -79,7 +83,8 @@ impl Store {
     /// The notices of every replica (this one's too), as they commit, for
     /// as long as the receiver lives; `None` on SQLite. Call it on the
     /// runtime the listener should live on. Reconnects by itself after the
-    /// database was unreachable, and then sends [`Notice::Lost`].
+    /// database was unreachable, and sends [`Notice::Lost`] once it listens
+    /// again.
     pub fn notices(&self) -> Option<tokio::sync::mpsc::Receiver<Notice>> {
         if self.kind != StoreKind::Postgres {
             return None;
@@ -88,17 +93,18 @@ impl Store {
         let url = listener_url(&self.url);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
+            let mut interrupted = false;
             loop {
                 if tx.is_closed() {
                     return;
                 }
-                match listen(&url, &tx).await {
+                match listen(&url, &tx, &mut interrupted).await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(target: "portcullis::store", error = %e, "store notifications interrupted; reconnecting (caches dropped)");
-                        if tx.send(Notice::Lost).await.is_err() {
-                            return;
+                        if !interrupted {
+                            tracing::warn!(target: "portcullis::store", error = %e, "store notifications interrupted; reconnecting (caches dropped once back)");
                         }
+                        interrupted = true;
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
@@ -130,10 +136,18 @@ fn listener_url(url: &str) -> String {
 
 /// One listening connection, until it fails (`Err`) or the receiver is
 /// gone (`Ok`).
-async fn listen(url: &str, tx: &tokio::sync::mpsc::Sender<Notice>) -> Result<(), StoreError> {
+/// After an interruption (`interrupted`), [`Notice::Lost`] goes first.
+async fn listen(
+    url: &str,
+    tx: &tokio::sync::mpsc::Sender<Notice>,
+    interrupted: &mut bool,
+) -> Result<(), StoreError> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener.listen(CHANNEL).await?;
     tracing::info!(target: "portcullis::store", "store notifications on");
+    if std::mem::take(interrupted) && tx.send(Notice::Lost).await.is_err() {
+        return Ok(());
+    }
     loop {
         // `None`: the connection was lost (sqlx would reconnect on the next
         // call, silently missing what was sent meanwhile: say so instead).
