@@ -1,24 +1,33 @@
-//! The load harness: one run, one machine, four targets behind the same
-//! upstream, so the figures are ratios rather than lone numbers.
+//! The load harness: one run, one machine, every target behind the same
+//! upstream, so the figures are ratios rather than lone numbers:
 //!
 //!   1. the upstream itself (nginx answering 200 from memory),
 //!   2. nginx as a reverse proxy in front of it,
-//!   3. Portcullis on a public route,
-//!   4. Portcullis on a protected route: session cookie, cached session,
-//!      org + role policy, identity headers and a signed assertion.
+//!   3. a bare Pingora proxy with Portcullis's engine settings
+//!      (`benches/bare/`): the baseline the gateway's own work is measured
+//!      against,
+//!   4. Portcullis on a public route,
+//!   5. Portcullis on a protected route: session cookie, cached session,
+//!      org + role policy, identity headers and a signed assertion,
+//!   6. nginx with `auth_request` to Portcullis's `/_portcullis/auth`,
+//!   7. (5) on one proxy thread instead of one per core.
 //!
-//! Load comes from wrk on loopback. Run it with `./dev load` (installs wrk
-//! and nginx) or `cargo bench --bench load`. Under `cargo test --benches`
-//! it only checks that it was built.
+//! Rounds are interleaved (every target once per round) and the medians
+//! go into BENCHMARKS.md. Load comes from wrk on loopback. Run it with
+//! `./dev load` (installs wrk and nginx) or `cargo bench --bench load`
+//! (`LOAD_ROUNDS=n` for another number of rounds). Under
+//! `cargo test --benches` it only checks that it was built.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod bare;
+
 const DURATION: &str = "8s";
-const CONNECTIONS: &str = "64";
-const THREADS: &str = "2";
+const CONNECTIONS: &str = "32";
+const THREADS: &str = "1";
 
 struct Proc(Child);
 
@@ -111,18 +120,69 @@ fn wrk(port: u16, host: &str, extra: &[String]) -> Figures {
     }
 }
 
+/// A latency as wrk prints it (`812.00us`, `1.23ms`, `1.02s`), in µs.
+fn micros(s: &str) -> f64 {
+    let (n, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => f64::NAN,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// One thing measured: a name, where wrk sends its load, with which
+/// headers.
+struct Target {
+    name: &'static str,
+    port: u16,
+    host: &'static str,
+    headers: Vec<String>,
+}
+
+/// `portcullis run` on `config`, its log (the access log at `info`, as
+/// operators run it) in `log`.
+fn portcullis(config: &Path, log: &Path) -> Proc {
+    let log = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().collect();
+    // Re-run of this binary as the bare-engine baseline.
+    if args.get(1).map(String::as_str) == Some("--bare-pingora") {
+        bare::serve(&args[2], &args[3], args[4].parse().unwrap());
+    }
+    if !args.iter().any(|a| a == "--bench") {
         println!("load harness built; run it with `./dev load` or `cargo bench --bench load`");
         return;
     }
+    let rounds: usize = std::env::var("LOAD_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    let (up, proxy) = (free_port(), free_port());
-    // The proxies get as many workers as Portcullis gets threads: one per
-    // core. Keep-alive is unbounded so no proxy pays for reconnecting.
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    let (up, proxy, bare_port, fa) = (free_port(), free_port(), free_port(), free_port());
+    let (http, admin, http1, admin1) = (free_port(), free_port(), free_port(), free_port());
+    // The proxies get as many workers as Portcullis gets threads: one per
+    // core. Keep-alive is unbounded so no proxy pays for reconnecting.
     let _upstream = nginx(
         dir.path(),
         "upstream",
@@ -139,12 +199,38 @@ fn main() {
             "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}"
         ),
     );
-    let (http, admin) = (free_port(), free_port());
+    // nginx in front, asking Portcullis (forward-auth) about each request,
+    // as the README's recipe does, with keep-alive to both.
+    let _forward_auth = nginx(
+        dir.path(),
+        "forward-auth",
+        cores,
+        &format!(
+            "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  upstream portcullis {{ server 127.0.0.1:{http}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{fa};\n    location = /_portcullis_auth {{ internal; proxy_pass http://portcullis/_portcullis/auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_set_header X-Forwarded-Method $request_method; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Uri $request_uri; }}\n    location / {{ auth_request /_portcullis_auth; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}"
+        ),
+    );
+    let exe = std::env::current_exe().unwrap();
+    let _bare = Proc(
+        Command::new(&exe)
+            .args([
+                "--bare-pingora",
+                &format!("127.0.0.1:{bare_port}"),
+                &format!("127.0.0.1:{up}"),
+                &cores.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let db = dir.path().join("load.db");
-    let config = format!(
-        r#"server:
+    let config = |http: u16, admin: u16, threads: usize| {
+        format!(
+            r#"server:
   listen: "127.0.0.1:{http}"
   public_url: "http://auth.load.test"
+  trusted_proxies: ["127.0.0.1"]
+  threads: {threads}
 admin:
   listen: "127.0.0.1:{admin}"
   tokens: ["load-test-token"]
@@ -171,22 +257,20 @@ routes:
     allow_roles: [Admin]
 log:
   format: json
-  level: warn
+  level: info
 "#,
-        db = db.display()
-    );
+            db = db.display()
+        )
+    };
     let config_path = dir.path().join("portcullis.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let _gateway = Proc(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    for port in [up, proxy, http] {
+    std::fs::write(&config_path, config(http, admin, cores)).unwrap();
+    let _gateway = portcullis(&config_path, &dir.path().join("gateway.log"));
+    wait_port(http);
+    // The same gateway on one proxy thread, for the scaling figure.
+    let one_path = dir.path().join("one-thread.yaml");
+    std::fs::write(&one_path, config(http1, admin1, 1)).unwrap();
+    let _one = portcullis(&one_path, &dir.path().join("one-thread.log"));
+    for port in [up, proxy, bare_port, fa, http1] {
         wait_port(port);
     }
     let cookie = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -234,57 +318,136 @@ log:
             .unwrap();
         format!("Cookie: _portcullis={}", id.encode())
     });
-    // Warm every path once (connections, caches).
-    for (port, host, extra) in [
-        (up, "x", vec![]),
-        (proxy, "x", vec![]),
-        (http, "public.load.test", vec![]),
-        (http, "app.load.test", vec![cookie.clone()]),
-    ] {
+    let targets = vec![
+        Target {
+            name: "upstream (nginx, direct)",
+            port: up,
+            host: "x",
+            headers: vec![],
+        },
+        Target {
+            name: "nginx reverse proxy",
+            port: proxy,
+            host: "x",
+            headers: vec![],
+        },
+        Target {
+            name: "bare Pingora proxy (same engine settings)",
+            port: bare_port,
+            host: "x",
+            headers: vec![cookie.clone()],
+        },
+        Target {
+            name: "Portcullis, public route",
+            port: http,
+            host: "public.load.test",
+            headers: vec![],
+        },
+        Target {
+            name: "Portcullis, protected route with a session",
+            port: http,
+            host: "app.load.test",
+            headers: vec![cookie.clone()],
+        },
+        Target {
+            name: "nginx auth_request -> Portcullis /_portcullis/auth",
+            port: fa,
+            host: "app.load.test",
+            headers: vec![cookie.clone()],
+        },
+        Target {
+            name: "Portcullis, protected route, 1 proxy thread",
+            port: http1,
+            host: "app.load.test",
+            headers: vec![cookie.clone()],
+        },
+    ];
+    // Warm every path once (connections, caches), and check each answers
+    // 2xx: a refusal measured fast would be a lie.
+    for t in &targets {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Host: {}", t.host))
+            .args(t.headers.iter().flat_map(|h| ["-H", h.as_str()]))
+            .arg(format!("http://127.0.0.1:{}/", t.port))
+            .output()
+            .expect("curl runs");
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(code.starts_with('2'), "{}: answered {code}", t.name);
         let _ = Command::new("wrk")
-            .args(["-t1", "-c4", "-d1s", "-H", &format!("Host: {host}")])
-            .args(extra.iter().flat_map(|h| ["-H", h.as_str()]))
-            .arg(format!("http://127.0.0.1:{port}/"))
+            .args(["-t1", "-c4", "-d1s", "-H", &format!("Host: {}", t.host)])
+            .args(t.headers.iter().flat_map(|h| ["-H", h.as_str()]))
+            .arg(format!("http://127.0.0.1:{}/", t.port))
             .output();
     }
-    let runs = [
-        ("upstream (nginx, direct)", up, "x", vec![]),
-        ("nginx reverse proxy", proxy, "x", vec![]),
-        ("portcullis, public route", http, "public.load.test", vec![]),
-        (
-            "portcullis, session + policy + headers",
-            http,
-            "app.load.test",
-            vec![cookie.clone()],
-        ),
-    ];
-    println!(
-        "\nwrk -t{THREADS} -c{CONNECTIONS} -d{DURATION} on loopback, {} cores, one run\n",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0)
-    );
-    println!(
-        "{:<40} {:>10} {:>9} {:>9} {:>10} {:>10}",
-        "target", "req/s", "p50", "p99", "vs direct", "vs nginx"
-    );
-    let mut results = Vec::new();
-    for (name, port, host, extra) in runs {
-        let f = wrk(port, host, &extra);
-        results.push((name, f));
+    // Interleaved: every target once per round, so a noisy moment on the
+    // shared machine hits all of them alike.
+    let mut samples: Vec<Vec<Figures>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        eprintln!("round {round}/{rounds}");
+        for (i, t) in targets.iter().enumerate() {
+            let f = wrk(t.port, t.host, &t.headers);
+            eprintln!("  {:<52} {:>9.0} req/s  p99 {}", t.name, f.rps, f.p99);
+            samples[i].push(f);
+        }
     }
-    let direct = results[0].1.rps.max(1.0);
-    let nginx_rps = results[1].1.rps.max(1.0);
-    for (name, f) in &results {
-        println!(
-            "{:<40} {:>10.0} {:>9} {:>9} {:>9.2}x {:>9.2}x",
-            name,
-            f.rps,
-            f.p50,
-            f.p99,
-            f.rps / direct,
-            f.rps / nginx_rps
-        );
+    let medians: Vec<(f64, f64, f64)> = samples
+        .iter()
+        .map(|s| {
+            (
+                median(s.iter().map(|f| f.rps).collect()),
+                median(s.iter().map(|f| micros(&f.p50)).collect()),
+                median(s.iter().map(|f| micros(&f.p99)).collect()),
+            )
+        })
+        .collect();
+    let bare_rps = medians[2].0.max(1.0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "?".into());
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut table = format!(
+        "Measured by `./dev load` (`cargo bench --bench load`) at commit `{commit}` on {cores} cores and {memory}: \
+         wrk `-t{THREADS} -c{CONNECTIONS} -d{DURATION}` on loopback, {rounds} interleaved rounds, medians. \
+         The access log is on (`info`, JSON, to a file). Everything shares the same cores (wrk, nginx, the gateway), \
+         so read the ratios, not the absolute numbers.\n\n\
+         | setup | req/s | vs bare Pingora | p50 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n"
+    );
+    for (t, (rps, p50, p99)) in targets.iter().zip(&medians) {
+        table.push_str(&format!(
+            "| {} | {:.0} | {:.2}x | {:.0} µs | {:.0} µs |\n",
+            t.name,
+            rps,
+            rps / bare_rps,
+            p50,
+            p99
+        ));
     }
-    println!();
+    let added = medians[4].2 - medians[3].2;
+    table.push_str(&format!(
+        "\np99 added by authentication (protected minus public route): {added:.0} µs.\n"
+    ));
+    println!("\n{table}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let (begin, end) = ("<!-- load:begin -->", "<!-- load:end -->");
+    let section = format!("{begin}\n{table}{end}");
+    let text = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
+        _ => format!("# Benchmarks\n\n## Throughput\n\n{section}\n"),
+    };
+    std::fs::write(&path, text).unwrap();
+    println!("written to {}", path.display());
 }

@@ -48,6 +48,9 @@ pub struct ServerSection {
     /// How long in-flight requests may take to finish on SIGTERM (default `10s`).
     #[serde(default)]
     pub grace_period: Option<String>,
+    /// Proxy threads, each with its own runtime (default: one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

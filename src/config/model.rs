@@ -74,6 +74,8 @@ pub struct Server {
     pub public_url: url::Url,
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
+    /// Proxy threads (one runtime each).
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -136,9 +136,7 @@ pub fn run(shared: Arc<Shared>, tasks: Vec<Task>, listeners: Listeners) -> Resul
     let conf = ServerConf {
         grace_period_seconds: Some(grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
-        threads: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2),
+        threads: config.server.threads,
         // One runtime per thread, each serving its own connections: about a
         // third more requests per second than work stealing in the load
         // harness, where tasks moving between threads cost wake-ups.

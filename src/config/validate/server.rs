@@ -63,12 +63,24 @@ impl Validator<'_> {
                 }
             },
         };
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let threads = match s.threads {
+            None => cores,
+            Some(n @ 1..=1024) => n,
+            Some(n) => {
+                self.err("server.threads", format!("{n} is not between 1 and 1024"));
+                cores
+            }
+        };
         Some(Server {
             listen,
             tls,
             public_url: public_url?,
             trusted_proxies,
             grace_period,
+            threads,
         })
     }
 
