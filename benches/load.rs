@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 mod bare;
 
 const DURATION: &str = "8s";
+/// `LOAD_DURATION` overrides [`DURATION`] (a profile wants longer runs).
+fn duration() -> String {
+    std::env::var("LOAD_DURATION").unwrap_or_else(|_| DURATION.to_string())
+}
 const CONNECTIONS: &str = "32";
 const THREADS: &str = "1";
 
@@ -91,7 +95,7 @@ fn wrk(port: u16, host: &str, extra: &[String]) -> Figures {
         "-c",
         CONNECTIONS,
         "-d",
-        DURATION,
+        &duration(),
         "--latency",
     ])
     .args(["-H", &format!("Host: {host}")]);
@@ -362,6 +366,13 @@ log:
             headers: vec![cookie.clone()],
         },
     ];
+    // `LOAD_ONLY=text`: only the targets whose name contains it (for a
+    // profile of one of them).
+    let only = std::env::var("LOAD_ONLY").unwrap_or_default();
+    let targets: Vec<Target> = targets
+        .into_iter()
+        .filter(|t| t.name.contains(&only))
+        .collect();
     // Warm every path once (connections, caches), and check each answers
     // 2xx: a refusal measured fast would be a lie.
     for t in &targets {
@@ -401,6 +412,9 @@ log:
             )
         })
         .collect();
+    if targets.len() < 7 {
+        return; // a partial run: nothing to compare, nothing written
+    }
     let bare_rps = medians[2].0.max(1.0);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -420,10 +434,11 @@ log:
         .unwrap_or_default();
     let mut table = format!(
         "Measured by `./dev load` (`cargo bench --bench load`) at commit `{commit}` on {cores} cores and {memory}: \
-         wrk `-t{THREADS} -c{CONNECTIONS} -d{DURATION}` on loopback, {rounds} interleaved rounds, medians. \
+         wrk `-t{THREADS} -c{CONNECTIONS} -d{}` on loopback, {rounds} interleaved rounds, medians. \
          The access log is on (`info`, JSON, to a file). Everything shares the same cores (wrk, nginx, the gateway), \
          so read the ratios, not the absolute numbers.\n\n\
-         | setup | req/s | vs bare Pingora | p50 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n"
+         | setup | req/s | vs bare Pingora | p50 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n",
+        duration()
     );
     for (t, (rps, p50, p99)) in targets.iter().zip(&medians) {
         table.push_str(&format!(

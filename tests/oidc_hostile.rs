@@ -360,7 +360,7 @@ async fn a_rotated_key_is_fetched_once_on_an_unknown_kid() {
         jsonwebtoken::encode(&header, &w.rogue.claims(json!({"sub": "mallory"})), &key).unwrap();
     assert_eq!(call(stray.clone()).await, 401);
     assert_eq!(call(stray).await, 401);
-    let logs = w.gw.logs();
+    let logs = w.gw.log_with("JWKS refreshed for an unknown kid").await;
     assert_eq!(
         logs.matches("JWKS refreshed for an unknown kid").count(),
         1,
@@ -508,8 +508,7 @@ async fn a_policy_error_at_login_is_logged_counted_and_refused() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"portcullis_logins_total{idp="rogue",outcome="no_membership"} 1"#));
-    let logs = w.gw.logs();
-    assert!(logs.contains("policy expression failed"), "{logs}");
+    let logs = w.gw.log_with("policy expression failed").await;
     assert!(logs.contains("contains(groups, 'home-lab')"), "{logs}");
     assert_eq!(w.store().await.count_users().await.unwrap(), 0);
 }

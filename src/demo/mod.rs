@@ -213,6 +213,7 @@ fn stop_on_ctrl_c(dir: std::path::PathBuf) -> anyhow::Result<()> {
                 "\n  Demo stopped; its files ({}) are removed.",
                 dir.display()
             );
+            crate::telemetry::flush();
             std::process::exit(0);
         }
     });

@@ -195,6 +195,7 @@ pub fn run(shared: Arc<Shared>, tasks: Vec<Task>, listeners: Listeners) -> Resul
             std::thread::sleep(Duration::from_millis(10));
         }
         tracing::info!(left = drain_shared.inflight(), "drained; exiting");
+        crate::telemetry::flush();
         std::process::exit(0);
     });
 

@@ -312,6 +312,21 @@ impl Gateway {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The log once it holds `needle`. The gateway's log lines are written
+    /// by a thread of their own, a moment after what they tell of: wait
+    /// for one, never read it right after the event.
+    pub async fn log_with(&self, needle: &str) -> String {
+        eventually(
+            &format!("the log line {needle:?}"),
+            Duration::from_secs(10),
+            || async {
+                let logs = self.logs();
+                logs.contains(needle).then_some(logs)
+            },
+        )
+        .await
+    }
+
     pub fn rewrite_config(&self, template: &str) {
         let text = render(
             template,
