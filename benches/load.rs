@@ -36,7 +36,20 @@ const THREADS: &str = "1";
 struct Proc(Child);
 
 impl Drop for Proc {
+    /// SIGTERM, so that nginx's master takes its workers down with it (a
+    /// SIGKILLed master leaves them running, serving and holding ports);
+    /// SIGKILL if it is still there after five seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -268,7 +281,7 @@ log:
     };
     let config_path = dir.path().join("portcullis.yaml");
     std::fs::write(&config_path, config(http, admin, cores)).unwrap();
-    let _gateway = portcullis(&config_path, &dir.path().join("gateway.log"));
+    let gateway = portcullis(&config_path, &dir.path().join("gateway.log"));
     wait_port(http);
     // The same gateway on one proxy thread, for the scaling figure.
     let one_path = dir.path().join("one-thread.yaml");
@@ -277,7 +290,8 @@ log:
     for port in [up, proxy, bare_port, fa, http1] {
         wait_port(port);
     }
-    let cookie = tokio::runtime::Runtime::new().unwrap().block_on(async {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (cookie, load_user) = rt.block_on(async {
         use portcullis::provision::{Membership, MembershipSource};
         use portcullis::session::cookie::SessionId;
         use portcullis::store::{NewSession, NewUser, Store};
@@ -308,7 +322,7 @@ log:
         store
             .create_session(&NewSession {
                 id_hash: id.hash(),
-                user_id: user.id,
+                user_id: user.id.clone(),
                 idp: "idp".into(),
                 subject: "load".into(),
                 idp_sub: Some("load".into()),
@@ -320,7 +334,7 @@ log:
             })
             .await
             .unwrap();
-        format!("Cookie: _portcullis={}", id.encode())
+        (format!("Cookie: _portcullis={}", id.encode()), user.id)
     });
     let targets = vec![
         Target {
@@ -454,6 +468,14 @@ log:
     table.push_str(&format!(
         "\np99 added by authentication (protected minus public route): {added:.0} µs.\n"
     ));
+    if std::env::var("LOAD_SCALE").as_deref() != Ok("0") {
+        table.push_str(&rt.block_on(session_rss(
+            gateway.0.id(),
+            http,
+            &db,
+            &load_user,
+        )));
+    }
     println!("\n{table}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
@@ -465,4 +487,100 @@ log:
     };
     std::fs::write(&path, text).unwrap();
     println!("written to {}", path.display());
+}
+
+/// The gateway's resident memory, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// RSS with 0, 10,000 and 100,000 live sessions in the cache: sessions
+/// written into the store, then each asked for once through the protected
+/// route (a cache miss that fills the cache, as a login's first request
+/// would). The table's rows.
+async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
+    use futures_util::StreamExt;
+    use portcullis::session::cookie::SessionId;
+    use portcullis::store::{NewSession, Store};
+    let store = Store::open(
+        &format!("sqlite://{}", db.display()),
+        portcullis::config::StoreKind::Sqlite,
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(32)
+        .build()
+        .unwrap();
+    let mut rows = vec![(1usize, rss_mib(pid))];
+    let mut live = 1usize;
+    for target in [10_000usize, 100_000] {
+        let ids: Vec<SessionId> = (live..target).map(|_| SessionId::generate()).collect();
+        eprintln!("writing {} sessions", ids.len());
+        for chunk in ids.chunks(500) {
+            futures_util::stream::iter(chunk)
+                .for_each_concurrent(8, |id| {
+                    let store = &store;
+                    async move {
+                        store
+                            .create_session(&NewSession {
+                                id_hash: id.hash(),
+                                user_id: user.to_string(),
+                                idp: "idp".into(),
+                                subject: "load".into(),
+                                idp_sub: Some("load".into()),
+                                sid: None,
+                                id_token: None,
+                                refresh_token: None,
+                                claims: serde_json::json!({"sub": "load"}),
+                                expires_at: portcullis::store::now() + 3600,
+                            })
+                            .await
+                            .unwrap();
+                    }
+                })
+                .await;
+        }
+        eprintln!("asking for each through the gateway");
+        let failures = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(&ids)
+            .for_each_concurrent(32, |id| {
+                let (client, failures) = (&client, &failures);
+                async move {
+                    let ok = client
+                        .get(format!("http://127.0.0.1:{port}/"))
+                        .header("host", "app.load.test")
+                        .header("cookie", format!("_portcullis={}", id.encode()))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    if !ok {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        let failed = failures.into_inner();
+        assert_eq!(failed, 0, "{failed} session requests failed");
+        live = target;
+        rows.push((live, rss_mib(pid)));
+    }
+    let mut out = String::from(
+        "\nResident memory of the gateway (`VmRSS`) with live sessions in its cache \
+         (each written to the store, then asked for once through the protected route):\n\n\
+         | live sessions | RSS |\n| ---: | ---: |\n",
+    );
+    for (n, mib) in rows {
+        out.push_str(&format!("| {n} | {mib:.0} MiB |\n"));
+    }
+    out
 }
