@@ -469,12 +469,7 @@ log:
         "\np99 added by authentication (protected minus public route): {added:.0} µs.\n"
     ));
     if std::env::var("LOAD_SCALE").as_deref() != Ok("0") {
-        table.push_str(&rt.block_on(session_rss(
-            gateway.0.id(),
-            http,
-            &db,
-            &load_user,
-        )));
+        table.push_str(&rt.block_on(session_rss(gateway.0.id(), http, &db, &load_user)));
     }
     println!("\n{table}");
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
