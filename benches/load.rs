@@ -294,7 +294,7 @@ log:
     let (cookie, load_user) = rt.block_on(async {
         use portcullis::provision::{Membership, MembershipSource};
         use portcullis::session::cookie::SessionId;
-        use portcullis::store::{NewSession, NewUser, Store};
+        use portcullis::store::{NewUser, Store};
         let store = Store::open(
             &format!("sqlite://{}", db.display()),
             portcullis::config::StoreKind::Sqlite,
@@ -319,21 +319,7 @@ log:
             .await
             .unwrap();
         let id = SessionId::generate();
-        store
-            .create_session(&NewSession {
-                id_hash: id.hash(),
-                user_id: user.id.clone(),
-                idp: "idp".into(),
-                subject: "load".into(),
-                idp_sub: Some("load".into()),
-                sid: None,
-                id_token: None,
-                refresh_token: None,
-                claims: serde_json::json!({"sub": "load"}),
-                expires_at: portcullis::store::now() + 3600,
-            })
-            .await
-            .unwrap();
+        write_session(&store, &id, &user.id).await;
         (format!("Cookie: _portcullis={}", id.encode()), user.id)
     });
     let targets = vec![
@@ -505,7 +491,7 @@ fn rss_mib(pid: u32) -> f64 {
 async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
     use futures_util::StreamExt;
     use portcullis::session::cookie::SessionId;
-    use portcullis::store::{NewSession, Store};
+    use portcullis::store::Store;
     let store = Store::open(
         &format!("sqlite://{}", db.display()),
         portcullis::config::StoreKind::Sqlite,
@@ -525,23 +511,7 @@ async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
             futures_util::stream::iter(chunk)
                 .for_each_concurrent(8, |id| {
                     let store = &store;
-                    async move {
-                        store
-                            .create_session(&NewSession {
-                                id_hash: id.hash(),
-                                user_id: user.to_string(),
-                                idp: "idp".into(),
-                                subject: "load".into(),
-                                idp_sub: Some("load".into()),
-                                sid: None,
-                                id_token: None,
-                                refresh_token: None,
-                                claims: serde_json::json!({"sub": "load"}),
-                                expires_at: portcullis::store::now() + 3600,
-                            })
-                            .await
-                            .unwrap();
-                    }
+                    async move { write_session(store, id, user).await }
                 })
                 .await;
         }
@@ -578,4 +548,27 @@ async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
         out.push_str(&format!("| {n} | {mib:.0} MiB |\n"));
     }
     out
+}
+
+/// A session of the load test's user, as a login would write it.
+async fn write_session(
+    store: &portcullis::store::Store,
+    id: &portcullis::session::cookie::SessionId,
+    user: &str,
+) {
+    store
+        .create_session(&portcullis::store::NewSession {
+            id_hash: id.hash(),
+            user_id: user.to_string(),
+            idp: "idp".into(),
+            subject: "load".into(),
+            idp_sub: Some("load".into()),
+            sid: None,
+            id_token: None,
+            refresh_token: None,
+            claims: serde_json::json!({"sub": "load"}),
+            expires_at: portcullis::store::now() + 3600,
+        })
+        .await
+        .unwrap();
 }
