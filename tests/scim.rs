@@ -243,19 +243,27 @@ fn patch(ops: Value) -> Value {
 /// A gateway on a SQLite store with an IdP that is never asked (the SCIM
 /// tests that log nobody in).
 async fn scim_gateway() -> (Gateway, Idp) {
+    scim_gateway_with(json!({})).await
+}
+
+/// The gateway on a SQLite store, its WebSocket route `live` on an echo
+/// upstream of its own, and the test IdP with `accounts`.
+async fn scim_gateway_with(accounts: Value) -> (Gateway, Idp) {
     let upstream = start_echo("app").await;
+    let sockets = start_echo("live").await;
     let idp_socket = listener();
     let idp_port = idp_socket.local_addr().unwrap().port();
-    let gw = Gateway::start(&template(
+    let gw = Gateway::start(&template_with_sockets(
         idp_port,
         upstream,
+        sockets,
         "sqlite://{dir}/portcullis.db",
     ))
     .await;
     let idp = Idp::start(
         json!([{
             "clients": [client("portcullis", "main-secret", gw.http.port())],
-            "accounts": {},
+            "accounts": accounts,
         }]),
         std::slice::from_ref(&idp_socket),
     );
@@ -856,26 +864,10 @@ async fn log_in(browser: &Browser, base: &str, path: &str, account: &str) -> sup
 /// DELETE does what deactivation does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_directory_drives_memberships_sessions_and_logins() {
-    let upstream = start_echo("app").await;
-    let sockets = start_echo("live").await;
-    let idp_socket = listener();
-    let idp_port = idp_socket.local_addr().unwrap().port();
-    let gw = Gateway::start(&template_with_sockets(
-        idp_port,
-        upstream,
-        sockets,
-        "sqlite://{dir}/portcullis.db",
-    ))
-    .await;
     // The IdP says nothing of groups: they come from the directory.
-    let _idp = Idp::start(
-        json!([{
-            "clients": [client("portcullis", "main-secret", gw.http.port())],
-            "accounts": {"alice": {"email": "alice@example.com", "email_verified": true,
-                                   "name": "Alice", "groups": []}},
-        }]),
-        std::slice::from_ref(&idp_socket),
-    );
+    let (gw, _idp) = scim_gateway_with(json!({"alice": {"email": "alice@example.com",
+        "email_verified": true, "name": "Alice", "groups": []}}))
+    .await;
     let scim = Scim::new(&gw, "main", Some(TOKEN));
 
     // Alice at the directory: externalId = her `sub` at the IdP.
@@ -1073,25 +1065,11 @@ async fn the_directory_drives_memberships_sessions_and_logins() {
 /// keeps their account: SCIM attaches to it instead of creating another.
 #[tokio::test]
 async fn a_logged_in_user_is_matched_by_external_id_or_email() {
-    let upstream = start_echo("app").await;
-    let idp_socket = listener();
-    let idp_port = idp_socket.local_addr().unwrap().port();
-    let gw = Gateway::start(&template(
-        idp_port,
-        upstream,
-        "sqlite://{dir}/portcullis.db",
-    ))
+    let (gw, _idp) = scim_gateway_with(json!({
+        "bob": {"email": "bob@example.com", "email_verified": true, "name": "Bob", "groups": ["lab"]},
+        "carol": {"email": "carol@example.com", "email_verified": true, "name": "Carol", "groups": ["lab"]},
+    }))
     .await;
-    let _idp = Idp::start(
-        json!([{
-            "clients": [client("portcullis", "main-secret", gw.http.port())],
-            "accounts": {"bob": {"email": "bob@example.com", "email_verified": true,
-                                 "name": "Bob", "groups": ["lab"]},
-                         "carol": {"email": "carol@example.com", "email_verified": true,
-                                   "name": "Carol", "groups": ["lab"]}},
-        }]),
-        std::slice::from_ref(&idp_socket),
-    );
     let browser = Browser::new();
     let base = format!("http://localhost:{}", gw.http.port());
     let page = log_in(&browser, &base, "/app", "bob").await;
