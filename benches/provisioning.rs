@@ -9,6 +9,10 @@ use portcullis::config::Config;
 use portcullis::provision::{jit_from_config, plan};
 use serde_json::json;
 
+// The allocator the gateway runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn config(orgs: usize) -> Config {
     let mut yaml = String::from(
         r#"identity_providers:

@@ -256,7 +256,7 @@ fn explain(
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match provision::plan(&config, provider, &claims, existing.as_ref(), &jit) {
+    match provision::plan_traced(&config, provider, &claims, existing.as_ref(), &jit) {
         Ok(plan) if json => {
             println!(
                 "{}",

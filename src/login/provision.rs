@@ -14,6 +14,7 @@ use crate::store::{AppliedLogin, Occasion, Store, StoreError, User};
 pub async fn jit_in_force(store: &Store, config: &Config) -> Result<JitTable, StoreError> {
     let api = store.api_jit().await?;
     Ok(provision::merge_jit(
+        config,
         &provision::jit_from_config(config),
         &api,
     ))
@@ -68,7 +69,7 @@ pub async fn provision_claims(
     let file_jit = provision::jit_from_config(config);
     let applied = store
         .apply_login(&identity, claims, occasion, |existing, api_jit| {
-            let jit = provision::merge_jit(&file_jit, api_jit);
+            let jit = provision::merge_jit(config, &file_jit, api_jit);
             provision::plan(config, idp, claims, existing, &jit)
         })
         .await??;

@@ -107,7 +107,10 @@ pub struct JitRules {
     pub default_roles: BTreeSet<String>,
 }
 
-/// JIT rules by organization id.
+/// JIT rules by organization id: only organizations that have some. A
+/// login looks every declared organization up in it, so a table with an
+/// entry for each of 10,000 organizations would cost a cache miss per
+/// organization per login.
 pub type JitTable = std::collections::HashMap<String, JitRules>;
 
 /// The JIT rules declared in the file.
@@ -115,6 +118,11 @@ pub fn jit_from_config(config: &Config) -> JitTable {
     config
         .organizations
         .iter()
+        .filter(|o| {
+            !(o.jit.email_domains.is_empty()
+                && o.jit.sso_connectors.is_empty()
+                && o.jit.default_roles.is_empty())
+        })
         .map(|o| {
             (
                 o.id.clone(),
@@ -129,21 +137,23 @@ pub fn jit_from_config(config: &Config) -> JitTable {
 }
 
 /// The file's JIT rules with the entries the management API added. An
-/// entry for an organization that is no longer in the file is ignored.
-pub fn merge_jit(file: &JitTable, api: &JitTable) -> JitTable {
+/// entry for an organization that is no longer in `config` is ignored.
+pub fn merge_jit(config: &Config, file: &JitTable, api: &JitTable) -> JitTable {
     let mut merged = file.clone();
     for (org, extra) in api {
-        if let Some(rules) = merged.get_mut(org) {
-            rules
-                .email_domains
-                .extend(extra.email_domains.iter().cloned());
-            rules
-                .sso_connectors
-                .extend(extra.sso_connectors.iter().cloned());
-            rules
-                .default_roles
-                .extend(extra.default_roles.iter().cloned());
+        if config.organization(org).is_none() {
+            continue;
         }
+        let rules = merged.entry(org.clone()).or_default();
+        rules
+            .email_domains
+            .extend(extra.email_domains.iter().cloned());
+        rules
+            .sso_connectors
+            .extend(extra.sso_connectors.iter().cloned());
+        rules
+            .default_roles
+            .extend(extra.default_roles.iter().cloned());
     }
     merged
 }
@@ -374,6 +384,7 @@ fn evaluate_policy(
     policy: &OrgPolicy,
     declared: &[crate::config::Role],
     claims: &Rcvar,
+    trace: bool,
 ) -> PolicyVerdict {
     let mut v = PolicyVerdict {
         org_trace: None,
@@ -392,12 +403,14 @@ fn evaluate_policy(
         if let Err(e) = &result {
             v.errors.push((expr.text.clone(), e.clone()));
         }
-        v.org_trace = Some(ExprTrace {
-            expression: expr.text.clone(),
-            from: *from,
-            result: result.as_ref().ok().cloned(),
-            error: result.err(),
-        });
+        if trace {
+            v.org_trace = Some(ExprTrace {
+                expression: expr.text.clone(),
+                from: *from,
+                result: result.as_ref().ok().cloned(),
+                error: result.err(),
+            });
+        }
     }
     if !v.matched {
         return v;
@@ -434,12 +447,14 @@ fn evaluate_policy(
         }
     }
     v.roles = roles.into_iter().collect();
-    v.roles_trace = Some(ExprTrace {
-        expression: expr.text.clone(),
-        from: *from,
-        result: result.as_ref().ok().cloned(),
-        error: result.err(),
-    });
+    if trace {
+        v.roles_trace = Some(ExprTrace {
+            expression: expr.text.clone(),
+            from: *from,
+            result: result.as_ref().ok().cloned(),
+            error: result.err(),
+        });
+    }
     v
 }
 
@@ -456,12 +471,39 @@ fn membership(org: &str, roles: Vec<String>, source: MembershipSource) -> Member
 /// that does not exist yet. What the IdP's directory says of an existing
 /// user joins the claims (SPEC 4b); a user the directory deactivated is
 /// refused and nothing of theirs changes.
+///
+/// `Plan::orgs` stays empty: the per-organization trace is only for
+/// [`plan_traced`] (explain). A login against 10,000 organizations would
+/// otherwise build 10,000 traces nobody reads.
 pub fn plan(
     config: &Config,
     idp: &IdentityProvider,
     claims: &Value,
     existing: Option<&ExistingUser>,
     jit: &JitTable,
+) -> Result<Plan, ProvisionError> {
+    plan_with(config, idp, claims, existing, jit, false)
+}
+
+/// [`plan`] with `Plan::orgs` filled: how each organization was decided,
+/// the expressions run and what they gave.
+pub fn plan_traced(
+    config: &Config,
+    idp: &IdentityProvider,
+    claims: &Value,
+    existing: Option<&ExistingUser>,
+    jit: &JitTable,
+) -> Result<Plan, ProvisionError> {
+    plan_with(config, idp, claims, existing, jit, true)
+}
+
+fn plan_with(
+    config: &Config,
+    idp: &IdentityProvider,
+    claims: &Value,
+    existing: Option<&ExistingUser>,
+    jit: &JitTable,
+    trace: bool,
 ) -> Result<Plan, ProvisionError> {
     let merged;
     let claims = match existing.and_then(|e| e.directory.as_ref()) {
@@ -471,7 +513,7 @@ pub fn plan(
         }
         None => claims,
     };
-    let mut plan = plan_claims(config, idp, claims, existing, jit)?;
+    let mut plan = plan_claims(config, idp, claims, existing, jit, trace)?;
     if existing.is_some_and(|e| e.deactivated) {
         plan.outcome = Outcome::Deactivated;
         plan.changes.clear();
@@ -486,13 +528,16 @@ fn plan_claims(
     claims: &Value,
     existing: Option<&ExistingUser>,
     jit: &JitTable,
+    trace: bool,
 ) -> Result<Plan, ProvisionError> {
     let data = claims
         .to_jmespath()
         .map_err(|_| ProvisionError::ClaimsNotObject)?;
     let identity = identity(idp, &data, claims)?;
     let new_user = existing.is_none();
-    let before: BTreeMap<&str, &Membership> = existing
+    // What the user had in organizations not yet decided: after the loop
+    // over the declared ones, those no longer in the file.
+    let mut undecided: BTreeMap<&str, &Membership> = existing
         .map(|e| e.memberships.iter().map(|m| (m.org.as_str(), m)).collect())
         .unwrap_or_default();
 
@@ -500,7 +545,7 @@ fn plan_claims(
         identity,
         new_user,
         auto_provision: idp.auto_provision,
-        orgs: Vec::with_capacity(config.organizations.len()),
+        orgs: Vec::new(),
         changes: Vec::new(),
         memberships: Vec::new(),
         outcome: Outcome::Allowed,
@@ -537,7 +582,7 @@ fn plan_claims(
             Some(p) if p.org == index => policies.next(),
             _ => None,
         };
-        let verdict = policy.map(|p| evaluate_policy(p, &org.roles, &data));
+        let verdict = policy.map(|p| evaluate_policy(p, &org.roles, &data, trace));
         if let Some(v) = &verdict {
             for (expression, message) in &v.errors {
                 plan.policy_errors.push(PolicyError {
@@ -577,7 +622,7 @@ fn plan_claims(
             None
         });
 
-        let was = before.get(org.id.as_str()).copied();
+        let was = undecided.remove(org.id.as_str());
         let (after, decision) = match (was.map(|m| m.source), policy_roles.is_empty()) {
             (Some(MembershipSource::Manual), _) => (was.cloned(), Decision::Unchanged),
             (None, false) => (
@@ -640,7 +685,7 @@ fn plan_claims(
         if let Some(m) = &after {
             after_all.insert(org.id.clone(), m.clone());
         }
-        if policy.is_some() || jit_match.is_some() || was.is_some() {
+        if trace && (policy.is_some() || jit_match.is_some() || was.is_some()) {
             let (org_expression, org_matched, roles_expression, dropped_roles) = match verdict {
                 Some(v) => (v.org_trace, v.matched, v.roles_trace, v.dropped),
                 None => (None, false, None, Vec::new()),
@@ -662,10 +707,8 @@ fn plan_claims(
     }
     // Memberships of organizations no longer in the file are kept as they
     // are: the engine only decides about declared organizations.
-    for (org, m) in &before {
-        if config.organization(org).is_none() {
-            after_all.insert(org.to_string(), (*m).clone());
-        }
+    for (org, m) in undecided {
+        after_all.insert(org.to_string(), m.clone());
     }
     plan.memberships = after_all.into_values().collect();
     if plan.memberships.is_empty() {

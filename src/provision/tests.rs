@@ -7,7 +7,7 @@ use crate::test_yaml as yaml;
 use portcullis::config::Config;
 use portcullis::provision::{
     Decision, ExistingUser, JitMatch, Membership, MembershipSource, Outcome, Plan, jit_from_config,
-    plan,
+    plan, plan_traced,
 };
 use serde_json::{Value, json};
 
@@ -38,15 +38,20 @@ fn pangolin_claims() -> Value {
     serde_json::from_str(include_str!("../../tests/fixtures/pangolin-claims.json")).unwrap()
 }
 
+/// The traced plan (explain's), after checking that a login's plan, which
+/// keeps no trace, decides exactly the same.
 fn run(c: &Config, claims: &Value, existing: Option<&ExistingUser>) -> Plan {
-    plan(
-        c,
-        &c.identity_providers[0],
-        claims,
-        existing,
-        &jit_from_config(c),
-    )
-    .unwrap()
+    let (idp, jit) = (&c.identity_providers[0], jit_from_config(c));
+    let traced = plan_traced(c, idp, claims, existing, &jit).unwrap();
+    let login = plan(c, idp, claims, existing, &jit).unwrap();
+    assert!(login.orgs.is_empty(), "a login's plan keeps no trace");
+    let without_trace = |p: &Plan| {
+        let mut v = serde_json::to_value(p).unwrap();
+        v.as_object_mut().unwrap().remove("orgs");
+        v
+    };
+    assert_eq!(without_trace(&login), without_trace(&traced));
+    traced
 }
 
 fn member(org: &str, roles: &[&str], source: MembershipSource) -> Membership {

@@ -439,7 +439,7 @@ impl Ctx<'_> {
     ) -> impl Fn(Replan<'_>) -> Result<provision::Plan, ProvisionError> + Send + Sync + '_ {
         let file_jit = provision::jit_from_config(self.config);
         move |r: Replan<'_>| {
-            let jit = provision::merge_jit(&file_jit, r.jit);
+            let jit = provision::merge_jit(self.config, &file_jit, r.jit);
             match (r.existing, r.entry) {
                 (Some(e), _) => {
                     let none = Value::Object(Map::new());

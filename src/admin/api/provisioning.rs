@@ -84,7 +84,7 @@ pub(super) async fn explain(
             move |s| async move { crate::login::provision::jit_in_force(&s, &in_force).await },
         )
         .await?;
-    let plan = provision::plan(&config, &idp, &body.claims, existing.as_ref(), &jit)
+    let plan = provision::plan_traced(&config, &idp, &body.claims, existing.as_ref(), &jit)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(serde_json::to_value(&plan).unwrap_or(Value::Null)))
 }
