@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod bare;
+mod report;
 
 const DURATION: &str = "8s";
 /// `LOAD_DURATION` overrides [`DURATION`] (a profile wants longer runs).
@@ -416,28 +417,14 @@ log:
         return; // a partial run: nothing to compare, nothing written
     }
     let bare_rps = medians[2].0.max(1.0);
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
-    let commit = Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
     let mut table = format!(
-        "Measured by `./dev load` (`cargo bench --bench load`) at commit `{commit}` on {cores} cores and {memory}: \
+        "Measured by `./dev load` (`cargo bench --bench load`) at commit `{}` on {}: \
          wrk `-t{THREADS} -c{CONNECTIONS} -d{}` on loopback, {rounds} interleaved rounds, medians. \
          The access log is on (`info`, JSON, to a file). Everything shares the same cores (wrk, nginx, the gateway), \
          so read the ratios, not the absolute numbers.\n\n\
          | setup | req/s | vs bare Pingora | p50 | p99 |\n| --- | ---: | ---: | ---: | ---: |\n",
+        report::commit(),
+        report::machine(),
         duration()
     );
     for (t, (rps, p50, p99)) in targets.iter().zip(&medians) {
@@ -458,16 +445,7 @@ log:
         table.push_str(&rt.block_on(session_rss(gateway.0.id(), http, &db, &load_user)));
     }
     println!("\n{table}");
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let (begin, end) = ("<!-- load:begin -->", "<!-- load:end -->");
-    let section = format!("{begin}\n{table}{end}");
-    let text = match (old.find(begin), old.find(end)) {
-        (Some(a), Some(b)) if a < b => format!("{}{section}{}", &old[..a], &old[b + end.len()..]),
-        _ => format!("# Benchmarks\n\n## Throughput\n\n{section}\n"),
-    };
-    std::fs::write(&path, text).unwrap();
-    println!("written to {}", path.display());
+    report::write_section("load", "## Throughput", &table);
 }
 
 /// The gateway's resident memory, in MiB.
