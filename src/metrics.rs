@@ -63,6 +63,7 @@ pub struct Metrics {
     pub policy_errors: Family<PolicyErrorLabels, Counter>,
     pub session_cache_hits: Counter,
     pub session_cache_misses: Counter,
+    pub session_lookups_shed: Counter,
     pub session_refresh: Family<OutcomeLabels, Counter>,
     pub sessions_ended: Family<ReasonLabels, Counter>,
     pub connections_closed: Family<ReasonLabels, Counter>,
@@ -124,6 +125,12 @@ impl Metrics {
             "Session look-ups that went to the store",
             session_cache_misses.clone(),
         );
+        let session_lookups_shed = Counter::default();
+        registry.register(
+            "session_lookups_shed",
+            "Requests answered 503 because too many session look-ups were waiting for the store",
+            session_lookups_shed.clone(),
+        );
         let session_refresh = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "session_refresh",
@@ -164,6 +171,7 @@ impl Metrics {
             policy_errors,
             session_cache_hits,
             session_cache_misses,
+            session_lookups_shed,
             session_refresh,
             sessions_ended,
             connections_closed,

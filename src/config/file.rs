@@ -51,6 +51,10 @@ pub struct ServerSection {
     /// Proxy threads, each with its own runtime (default: one per core).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// How long an idle client connection is kept open between requests
+    /// (default `60s`).
+    #[serde(default)]
+    pub keepalive_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -76,6 +76,8 @@ pub struct Server {
     pub grace_period: Duration,
     /// Proxy threads (one runtime each).
     pub threads: usize,
+    /// Idle time allowed on a client connection between requests.
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -329,11 +329,16 @@ impl Oidc {
                     .set_pkce_verifier(PkceCodeVerifier::new(verifier))
                     .request_async(&http)
                     .await
-                    .map_err(|e| {
-                        protocol(
+                    .map_err(|e| match &e {
+                        // No answer: the IdP is unreachable (502), not at fault.
+                        oauth2::RequestTokenError::Request(_) => OidcError::Unreachable {
+                            idp: owned.id.clone(),
+                            reason: format!("code exchange failed: {}", describe_token_error(&e)),
+                        },
+                        _ => protocol(
                             &owned,
                             format!("code exchange failed: {}", describe_token_error(&e)),
-                        )
+                        ),
                     })
             })
             .await

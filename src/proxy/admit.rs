@@ -50,6 +50,12 @@ impl Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        // HTTP/1.1 keeps a connection open for ever by default: an idle
+        // client gets `server.keepalive_timeout` (a client that asked to
+        // close still closes).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(ctx.runtime.config.server.keepalive_timeout.as_secs()));
+        }
         let req = session.req_header();
         if header_bytes(req) > MAX_REQUEST_HEADER_BYTES {
             let reply = Reply::headers_too_large(MAX_REQUEST_HEADER_BYTES);

@@ -232,9 +232,22 @@ fn email_verified(claims: &Value) -> bool {
     claims.get("email_verified") == Some(&Value::Bool(true))
 }
 
+/// Session ids the store did not know, remembered for `cache_ttl`.
+const UNKNOWN_CAPACITY: u64 = 10_000;
+/// Session look-ups on the store at once, and how long one waits for its
+/// turn before the request is answered 503.
+const LOOKUPS_IN_FLIGHT: usize = 16;
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
 /// The session cache over the store.
 pub struct Sessions {
     cache: moka::future::Cache<String, Option<Arc<Principal>>>,
+    /// Ids the store did not know (or knew ended), kept apart so that a
+    /// flood of made-up cookies cannot push live sessions out of `cache`.
+    unknown: moka::sync::Cache<String, ()>,
+    /// Store look-ups of sessions the caches do not hold, in flight at
+    /// once: a flood of made-up cookies queues here, not on the store.
+    lookups: tokio::sync::Semaphore,
     /// Verified bearer tokens by SHA-256, for the same bounded time.
     pub bearer: moka::future::Cache<String, Arc<Principal>>,
     /// Sessions this replica asked the store to refresh lately: asked at
@@ -261,6 +274,11 @@ impl Sessions {
                 .max_capacity(100_000)
                 .time_to_live(ttl)
                 .build(),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(UNKNOWN_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            lookups: tokio::sync::Semaphore::new(LOOKUPS_IN_FLIGHT),
             store,
             background,
         }
@@ -308,7 +326,18 @@ impl Sessions {
                 live
             }));
         }
+        if self.unknown.contains_key(hash) {
+            metrics.session_cache_hits.inc();
+            return Ok(None);
+        }
         metrics.session_cache_misses.inc();
+        let Ok(Ok(_permit)) = tokio::time::timeout(LOOKUP_WAIT, self.lookups.acquire()).await
+        else {
+            metrics.session_lookups_shed.inc();
+            return Err(StoreError::Unavailable(
+                "too many session look-ups waiting for the store".into(),
+            ));
+        };
         let owned = hash.to_string();
         let record = self
             .with_store(move |s| async move { s.session(&owned).await })
@@ -328,7 +357,10 @@ impl Sessions {
             });
             p.seen(now);
         }
-        self.cache.insert(hash.to_string(), principal.clone()).await;
+        match &principal {
+            Some(p) => self.cache.insert(hash.to_string(), Some(p.clone())).await,
+            None => self.unknown.insert(hash.to_string(), ()),
+        }
         Ok(principal.filter(|p| p.is_live(now, idle)))
     }
 

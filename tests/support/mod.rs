@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod demo;
+pub mod flaky;
 pub mod idp;
 pub mod rogue;
 pub mod yaml;

@@ -45,6 +45,9 @@ struct Inner {
     codes: HashMap<String, String>,
     claims: Value,
     extra_jwks: Vec<Value>,
+    /// Every ID token for a user of its own (`sub` `user-N`).
+    unique_subjects: bool,
+    issued: u64,
 }
 
 #[derive(Clone)]
@@ -68,6 +71,13 @@ impl Rogue {
     /// Serves on a listener the test bound beforehand.
     pub fn serve(listener: tokio::net::TcpListener) -> Rogue {
         let addr = listener.local_addr().unwrap();
+        Self::serve_as(listener, addr)
+    }
+
+    /// Serves on `listener`, known to the world (its issuer, its
+    /// endpoints) as `public`: a relay in front of it.
+    pub fn serve_as(listener: tokio::net::TcpListener, public: SocketAddr) -> Rogue {
+        let addr = public;
         let rogue = Rogue {
             addr,
             inner: Arc::new(Mutex::new(Inner {
@@ -96,6 +106,12 @@ impl Rogue {
 
     pub fn set_claims(&self, claims: Value) {
         self.inner.lock().unwrap().claims = claims;
+    }
+
+    /// From now on each ID token is for a user of its own: `sub` is
+    /// `user-1`, `user-2`, … (the other claims as set).
+    pub fn unique_subjects(&self) {
+        self.inner.lock().unwrap().unique_subjects = true;
     }
 
     /// Publishes one more key (a rotation).
@@ -196,11 +212,12 @@ async fn token(
                 Json(json!({"error": "invalid_grant"})),
             );
         };
-        (
-            inner.spoil.unwrap_or(Spoil::Nothing),
-            nonce,
-            inner.claims.clone(),
-        )
+        let mut claims = inner.claims.clone();
+        if inner.unique_subjects {
+            inner.issued += 1;
+            claims["sub"] = json!(format!("user-{}", inner.issued));
+        }
+        (inner.spoil.unwrap_or(Spoil::Nothing), nonce, claims)
     };
     let now = portcullis::store::now();
     let mut c = r.claims(claims);

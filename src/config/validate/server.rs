@@ -63,6 +63,21 @@ impl Validator<'_> {
                 }
             },
         };
+        let keepalive_timeout = match s.keepalive_timeout.as_deref().map(parse_duration) {
+            None => Duration::from_secs(60),
+            Some(Ok(d)) if (1..=3600).contains(&d.as_secs()) && d.subsec_nanos() == 0 => d,
+            Some(Ok(_)) => {
+                self.err(
+                    "server.keepalive_timeout",
+                    "must be whole seconds between 1s and 1h",
+                );
+                Duration::from_secs(60)
+            }
+            Some(Err(e)) => {
+                self.err("server.keepalive_timeout", e);
+                Duration::from_secs(60)
+            }
+        };
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -81,6 +96,7 @@ impl Validator<'_> {
             trusted_proxies,
             grace_period,
             threads,
+            keepalive_timeout,
         })
     }
 
