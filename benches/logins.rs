@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use support::idp::{Browser, Idp, Page, client, join, main_idp_yaml};
+use support::idp::{Browser, Idp, client, main_idp_yaml};
 use support::{Gateway, listener, localhost_preamble, start_echo};
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -68,46 +68,18 @@ fn accounts(n: usize) -> Value {
 async fn login(base: &str, account: &str) -> Duration {
     let b = Browser::new();
     let mut trail = Vec::new();
-    let mut page = b.get(&format!("{base}/dashboard")).await;
-    let mut callback = None;
-    for _ in 0..8 {
-        page = follow(&b, page, &mut callback).await;
-        let Some((action, mut fields)) = page.form() else {
-            break;
-        };
-        if page.body.contains("name=\"login\"") {
-            fields.retain(|(k, _)| k != "login" && k != "password");
-            fields.push(("login".into(), account.into()));
-            fields.push(("password".into(), "any".into()));
-        }
-        page = b.post_form(&action, &fields).await;
-        trail.push(page.url.clone());
-    }
+    let first = b.get(&format!("{base}/dashboard")).await;
+    let page = b.sign_in_at_idp(first, account, &mut trail).await;
     assert_eq!(
         page.status, 200,
         "{account}: the login ended at {} ({}): {}",
         page.url, page.status, page.body
     );
-    callback.unwrap_or_else(|| panic!("{account}: no callback on the way: {trail:?}"))
-}
-
-/// Follows redirects, timing the request to the gateway's callback.
-async fn follow(b: &Browser, mut page: Page, callback: &mut Option<Duration>) -> Page {
-    for _ in 0..20 {
-        let Some(next) = page
-            .location()
-            .filter(|_| (300..400).contains(&page.status))
-        else {
-            return page;
-        };
-        let next = join(&page.url, &next);
-        let started = Instant::now();
-        page = b.get(&next).await;
-        if next.contains("/_portcullis/callback") {
-            *callback = Some(started.elapsed());
-        }
-    }
-    panic!("redirect loop at {}", page.url);
+    trail
+        .iter()
+        .find(|p| p.url.contains("/_portcullis/callback"))
+        .map(|p| p.took)
+        .unwrap_or_else(|| panic!("{account}: no callback on the way to {}", page.url))
 }
 
 struct Figures {

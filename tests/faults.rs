@@ -120,46 +120,32 @@ async fn sigkill_during_first_logins_leaves_the_store_whole() {
         users >= completed,
         "{users} users, {completed} logins completed"
     );
-    assert_eq!(
-        one_value(
-            &mut db,
+    // Each query counts what a half-written login would leave.
+    let half_written = [
+        (
+            "a user without a membership",
             "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM memberships m WHERE m.user_id = u.id)"
-        )
-        .await,
-        0,
-        "a user without a membership"
-    );
-    assert_eq!(
-        one_value(
-            &mut db,
+             (SELECT 1 FROM memberships m WHERE m.user_id = u.id)",
+        ),
+        (
+            "a user without an identity",
             "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM identities i WHERE i.user_id = u.id)"
-        )
-        .await,
-        0,
-        "a user without an identity"
-    );
-    assert_eq!(
-        one_value(
-            &mut db,
+             (SELECT 1 FROM identities i WHERE i.user_id = u.id)",
+        ),
+        (
+            "a session without a user",
             "SELECT COUNT(*) FROM sessions s WHERE NOT EXISTS \
-             (SELECT 1 FROM users u WHERE u.id = s.user_id)"
-        )
-        .await,
-        0,
-        "a session without a user"
-    );
-    assert_eq!(
-        one_value(
-            &mut db,
+             (SELECT 1 FROM users u WHERE u.id = s.user_id)",
+        ),
+        (
+            "a user without its user.created audit event",
             "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM audit_events a WHERE a.user_id = u.id AND a.action = 'user.created')"
-        )
-        .await,
-        0,
-        "a user without its user.created audit event"
-    );
+             (SELECT 1 FROM audit_events a WHERE a.user_id = u.id AND a.action = 'user.created')",
+        ),
+    ];
+    for (what, sql) in half_written {
+        assert_eq!(one_value(&mut db, sql).await, 0, "{what}");
+    }
     drop(db);
 
     // Logins work again, and their sessions pass.

@@ -160,6 +160,8 @@ pub struct Page {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
+    /// How long the request took, to the end of the body.
+    pub took: Duration,
 }
 
 impl Page {
@@ -285,12 +287,15 @@ impl Browser {
         }
     }
 
-    async fn page(url: &str, resp: reqwest::Response) -> Page {
+    async fn page(url: &str, resp: reqwest::Response, started: std::time::Instant) -> Page {
+        let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+        let body = resp.text().await.unwrap_or_default();
         Page {
             url: url.to_string(),
-            status: resp.status().as_u16(),
-            headers: resp.headers().clone(),
-            body: resp.text().await.unwrap_or_default(),
+            status,
+            headers,
+            body,
+            took: started.elapsed(),
         }
     }
 
@@ -309,13 +314,15 @@ impl Browser {
     }
 
     pub async fn get(&self, url: &str) -> Page {
+        let started = std::time::Instant::now();
         let resp = self.client.get(url).send().await.unwrap();
-        Self::page(url, resp).await
+        Self::page(url, resp, started).await
     }
 
     pub async fn post_form(&self, url: &str, fields: &[(String, String)]) -> Page {
+        let started = std::time::Instant::now();
         let resp = self.client.post(url).form(fields).send().await.unwrap();
-        Self::page(url, resp).await
+        Self::page(url, resp, started).await
     }
 
     /// Follows redirects from `page` until one that is not a redirect.
