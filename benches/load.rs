@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 mod bare;
 mod report;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const DURATION: &str = "8s";
 /// `LOAD_DURATION` overrides [`DURATION`] (a profile wants longer runs).
@@ -448,20 +450,6 @@ log:
     report::write_section("load", "## Throughput", &table);
 }
 
-/// The gateway's resident memory, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
 /// RSS with 0, 10,000 and 100,000 live sessions in the cache: sessions
 /// written into the store, then each asked for once through the protected
 /// route (a cache miss that fills the cache, as a login's first request
@@ -480,7 +468,7 @@ async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
         .pool_max_idle_per_host(32)
         .build()
         .unwrap();
-    let mut rows = vec![(1usize, rss_mib(pid))];
+    let mut rows = vec![(1usize, support::rss_mib(pid))];
     let mut live = 1usize;
     for target in [10_000usize, 100_000] {
         let ids: Vec<SessionId> = (live..target).map(|_| SessionId::generate()).collect();
@@ -515,7 +503,7 @@ async fn session_rss(pid: u32, port: u16, db: &Path, user: &str) -> String {
         let failed = failures.into_inner();
         assert_eq!(failed, 0, "{failed} session requests failed");
         live = target;
-        rows.push((live, rss_mib(pid)));
+        rows.push((live, support::rss_mib(pid)));
     }
     let mut out = String::from(
         "\nResident memory of the gateway (`VmRSS`) with live sessions in its cache \

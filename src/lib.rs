@@ -27,6 +27,7 @@ pub(crate) mod metrics;
 pub mod oidc;
 pub(crate) mod page;
 pub(crate) mod paths;
+pub mod preview;
 pub mod provision;
 pub mod proxy;
 pub(crate) mod request;

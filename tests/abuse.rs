@@ -45,17 +45,6 @@ async fn gateway() -> (Gateway, Store) {
     (gw, store)
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
 /// Sends `requests` GETs of `/x` on `app.test` on one keep-alive
 /// connection per worker, each with the header lines `make(i)` gives;
 /// the statuses of the answers.

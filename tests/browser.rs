@@ -208,6 +208,10 @@ async fn console_visit(name: &str, gw: &Gateway, width: u32) -> Value {
         "role": "Admin",
         "idp": "main",
         "claims": {"sub": "zed", "email": "zed@example.com", "email_verified": true, "groups": ["home-lab"]},
+        // The configuration in force with home-lab's Admin renamed Owner.
+        "plan_yaml": std::fs::read_to_string(&gw.config_path).unwrap()
+            .replace("{name: Admin}", "{name: Owner}")
+            .replace("allow_roles: [Admin]", "allow_roles: [Owner]"),
         "width": width,
     });
     run_node("console.mjs", name, spec).await
@@ -215,7 +219,8 @@ async fn console_visit(name: &str, gw: &Gateway, width: u32) -> Value {
 
 /// The console (SPEC 6b), at a desktop and at a phone width: the token,
 /// a user found by email with their membership and its source, a role
-/// added (then in the API and the audit log), the explainer's trace.
+/// added (then in the API and the audit log), the explainer's trace, and
+/// the policy plan of a configuration that renames a role.
 #[tokio::test]
 async fn the_console_edits_a_membership_and_explains_a_login() {
     let w = world().await;
@@ -276,6 +281,14 @@ async fn the_console_edits_a_membership_and_explains_a_login() {
             explain.contains("contains(groups, 'home-lab')"),
             "{explain}"
         );
+        // The plan: carol's manual Admin would grant nothing any more.
+        let plan = text("plan");
+        assert!(plan.contains("1 users planned: 1 would change"), "{plan}");
+        assert!(
+            plan.contains("home-lab: roles changed, [Admin, Member] (manual) → [Member] (manual) — organization \"home-lab\" no longer declares \"Admin\""),
+            "{plan}"
+        );
+        assert!(plan.contains("Note: no claims kept"), "{plan}");
         // Next width: a fresh user.
         let r =
             w.gw.api(reqwest::Method::DELETE, &format!("/api/users/{id}"), None)

@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["session"],
     &["state"],
     &["login"],
+    &["preview"],
     &["admin", "proxy"],
     &["app", "fuzzing"],
     &["demo"],

@@ -480,6 +480,113 @@ async fn signing_key_is_shared(backend: Backend) {
     assert_eq!(later.kid, ka.kid);
 }
 
+/// A store made by an earlier version (migrations up to 0003, before
+/// claims were kept per identity) is migrated in place at open: its users
+/// and memberships are all there, their identities without claims until
+/// the next login, which keeps them for `portcullis plan`.
+async fn an_older_store_is_migrated_in_place(backend: Backend) {
+    let db = Db::fresh(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let which = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/store/migrations")
+        .join(which);
+    for file in [
+        "0001_init.sql",
+        "0002_trust_boundary.sql",
+        "0003_session_refresh.sql",
+    ] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    sqlx::any::install_default_drivers();
+    let url = match backend {
+        Backend::Sqlite => format!("{}?mode=rwc", db.url),
+        Backend::Postgres => db.url.clone(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    for sql in [
+        "INSERT INTO users (id, email, name, created_at, updated_at) VALUES ('u_old', 's1@example.com', 'Old', 1, 1)",
+        "INSERT INTO identities (user_id, idp, subject, email, created_at) VALUES ('u_old', 'authentik', 's1', 's1@example.com', 1)",
+        "INSERT INTO memberships (user_id, org_id, source, created_at, updated_at) VALUES ('u_old', 'home-lab', 'policy', 1, 1)",
+        "INSERT INTO membership_roles (user_id, org_id, role) VALUES ('u_old', 'home-lab', 'Member')",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = db.open().await;
+    assert!(store.is_current().await.unwrap());
+    let users = store.users_to_replay(None, 10).await.unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].memberships,
+        vec![m("home-lab", &["Member"], MembershipSource::Policy)]
+    );
+    assert_eq!(
+        users[0].identities[0].claims, None,
+        "no claims before the next login"
+    );
+    let c = config();
+    let jit = portcullis::provision::jit_from_config(&c);
+    let preview = portcullis::provision::preview::preview_user(&c, &jit, &users[0]);
+    assert!(
+        preview.notes.iter().any(|n| n.contains("no claims kept")),
+        "{preview:?}"
+    );
+
+    // The next login is the same user, and keeps its claims.
+    let kept = claims("s1", &["home-lab", "admin"]);
+    let (user, outcome) = login(&store, &c, 0, &kept).await;
+    assert_eq!(
+        (user.as_deref(), outcome),
+        (Some("u_old"), Outcome::Allowed)
+    );
+    let users = store.users_to_replay(None, 10).await.unwrap();
+    assert_eq!(users[0].identities[0].claims.as_ref(), Some(&kept));
+    assert_eq!(
+        users[0].memberships,
+        vec![m("home-lab", &["Admin"], MembershipSource::Policy)]
+    );
+}
+
+/// Pages of users for `plan` cover every user once, in id order.
+async fn users_to_replay_pages_through_everyone(backend: Backend) {
+    let db = Db::fresh(backend).await;
+    let store = db.open().await;
+    let c = config();
+    for i in 0..7 {
+        login(&store, &c, 0, &claims(&format!("p{i}"), &["home-lab"])).await;
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.users_to_replay(after.as_deref(), 3).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        assert!(page.len() <= 3);
+        for u in &page {
+            // home-lab by policy, lab-two by its email domain.
+            assert_eq!(u.memberships.len(), 2, "{u:?}");
+            assert_eq!(u.identities.len(), 1, "{u:?}");
+            assert!(u.identities[0].claims.is_some() && u.identities[0].logged_in);
+        }
+        seen.extend(page.into_iter().map(|u| u.id));
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((seen.len(), &seen), (7, &sorted));
+}
+
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -503,4 +610,6 @@ on_both!(
     sessions_round_trip,
     one_replica_claims_a_refresh,
     signing_key_is_shared,
+    an_older_store_is_migrated_in_place,
+    users_to_replay_pages_through_everyone,
 );

@@ -5,6 +5,7 @@
 
 pub mod directory;
 pub mod explain;
+pub mod preview;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -11,6 +11,7 @@ mod login;
 mod memberships;
 mod notify;
 mod records;
+mod replay;
 mod scim;
 mod sessions;
 mod users;

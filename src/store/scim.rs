@@ -164,7 +164,7 @@ pub(super) async fn is_deactivated(
     Ok(matches!(at, Some(Some(_))))
 }
 
-fn parse_resource(text: &str) -> Result<Value, StoreError> {
+pub(super) fn parse_resource(text: &str) -> Result<Value, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("a stored SCIM resource is not JSON: {e}")))
 }

@@ -1,8 +1,9 @@
 // Drives the operator console (SPEC 6b) in Debian's Chromium, for
 // tests/browser.rs: the token, a user's memberships, a role change, the
-// audit log showing it, and the explainer's trace. The argument is JSON:
+// audit log showing it, the explainer's trace and a policy plan. The argument is JSON:
 //   {"console": URL, "token": T, "email": E, "org": ORG, "role": ROLE,
-//    "idp": IDP, "claims": {...}, "shots": DIR, "name": NAME, "width": PX}
+//    "idp": IDP, "claims": {...}, "plan_yaml": YAML, "shots": DIR, "name": NAME,
+//    "width": PX}
 // It prints one JSON line of what a user would read off the pages.
 import { launch, screenshots } from './launch.mjs';
 
@@ -58,6 +59,12 @@ try {
   await page.locator('#explain-result .decision').waitFor();
   out.explain = await page.locator('#explain-result').innerText();
   await snap('explain');
+  // The policy plan beside it: a new configuration pasted, its preview.
+  await page.getByLabel(/New configuration/).fill(spec.plan_yaml);
+  await page.getByRole('button', { name: 'Plan', exact: true }).click();
+  await page.locator('#plan-result .totals').waitFor();
+  out.plan = await page.locator('#plan-result').innerText();
+  await snap('plan');
   // Nothing wider than the screen.
   out.overflow = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
   out.errors = errors;

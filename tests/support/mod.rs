@@ -102,6 +102,20 @@ pub struct Gateway {
     log_path: PathBuf,
 }
 
+/// The resident memory of process `pid`, in MiB (NaN when it is gone).
+pub fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
 /// A listening socket on an ephemeral loopback port.
 pub fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").expect("a loopback listener")
@@ -328,14 +342,19 @@ impl Gateway {
         .await
     }
 
-    pub fn rewrite_config(&self, template: &str) {
-        let text = render(
+    /// `template` with this gateway's ports and directory filled in.
+    pub fn rendered(&self, template: &str) -> String {
+        render(
             template,
             self.http.port(),
             self.admin.port(),
             self.tls.map(|a| a.port()).unwrap_or(0),
             self.dir.path(),
-        );
+        )
+    }
+
+    pub fn rewrite_config(&self, template: &str) {
+        let text = self.rendered(template);
         // Write then rename, so a reload never sees half a file.
         let tmp = self.dir.path().join("portcullis.yaml.new");
         std::fs::write(&tmp, text).unwrap();

@@ -1,10 +1,12 @@
 //! The provisioning explainer: the trace a login would produce, and the
-//! identity providers it can be asked about.
+//! identity providers it can be asked about; the preview of a policy
+//! change over every stored user (`portcullis plan`).
 
 use super::*;
 
 pub(super) fn routes(r: ApiRouter) -> ApiRouter {
     r.routes(routes!(explain))
+        .routes(routes!(plan))
         .routes(routes!(identity_providers))
 }
 
@@ -87,4 +89,127 @@ pub(super) async fn explain(
     let plan = provision::plan_traced(&config, &idp, &body.claims, existing.as_ref(), &jit)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(serde_json::to_value(&plan).unwrap_or(Value::Null)))
+}
+
+/// Users a plan answer lists at most (the totals count them all).
+const PLAN_USERS_LISTED: usize = 1_000;
+
+/// `POST /api/provisioning/plan`: what the configuration in the body
+/// would do to every stored user's memberships at their next login.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanOut {
+    /// The users whose memberships would change or who have notes, in
+    /// user id order, as `portcullis plan --json` prints them.
+    #[schema(value_type = Vec<Object>)]
+    users: Vec<crate::provision::preview::UserPreview>,
+    /// More users would change than are listed here.
+    truncated: bool,
+    #[schema(value_type = Object)]
+    totals: crate::provision::preview::PreviewTotals,
+}
+
+/// One problem of a configuration that does not validate.
+#[derive(Serialize, ToSchema)]
+pub struct ConfigProblemOut {
+    /// YAML path, e.g. `organizations[1].roles`; empty for the file.
+    path: String,
+    message: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvalidConfigOut {
+    code: String,
+    message: String,
+    errors: Vec<ConfigProblemOut>,
+}
+
+#[utoipa::path(post, path = "/api/provisioning/plan", tag = "provisioning",
+    request_body(content = String, content_type = "application/yaml",
+        description = "A complete configuration file, as `portcullis plan --config` reads it"),
+    responses((status = 200, description = "The preview, as `portcullis plan --json` prints it", body = PlanOut),
+        (status = 415, body = ErrorBody), (status = 422, body = InvalidConfigOut),
+        (status = 503, body = ErrorBody)))]
+pub(super) async fn plan(
+    State(shared): AppState,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Result<Json<PlanOut>, Response> {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.contains("yaml") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body is a YAML configuration: send it as application/yaml",
+        )
+        .into_response());
+    }
+    // The loader checks the files a configuration names (TLS): off the
+    // admin runtime's threads.
+    let loaded = tokio::task::spawn_blocking(move || {
+        Config::from_yaml(
+            &body,
+            std::path::Path::new("request body"),
+            &crate::config::Environment::system(),
+        )
+    })
+    .await
+    .map_err(|e| {
+        ApiError::bad_request(format!("the configuration was not read: {e}")).into_response()
+    })?;
+    let config = match loaded {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let errors = e
+                .problems()
+                .into_iter()
+                .map(|p| ConfigProblemOut {
+                    path: p.path,
+                    message: p.message,
+                })
+                .collect();
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(InvalidConfigOut {
+                    code: "invalid_config".into(),
+                    message: e.to_string(),
+                    errors,
+                }),
+            )
+                .into_response());
+        }
+    };
+    let out = shared
+        .sessions
+        .with_store(move |s| async move {
+            let mut users = Vec::new();
+            let mut truncated = false;
+            let totals = crate::preview::plan_store(
+                &s,
+                &config,
+                |u| {
+                    if u.changes.is_empty() && u.notes.is_empty() {
+                        return;
+                    }
+                    if users.len() < PLAN_USERS_LISTED {
+                        users.push(u.clone());
+                    } else {
+                        truncated = true;
+                    }
+                },
+                |_, _| {},
+            )
+            .await?;
+            Ok(PlanOut {
+                users,
+                truncated,
+                totals,
+            })
+        })
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    Ok(Json(out))
 }

@@ -25,10 +25,12 @@ function say(text, kind = '') {
   s.className = kind;
 }
 
-async function api(method, path, body) {
+// `body` is sent as JSON, or as it is with `contentType` (YAML for the plan).
+async function api(method, path, body, contentType) {
   const headers = { authorization: `Bearer ${sessionStorage.getItem(TOKEN)}` };
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (body !== undefined) headers['content-type'] = contentType || 'application/json';
+  const sent = body === undefined || contentType ? body : JSON.stringify(body);
+  const r = await fetch(path, { method, headers, body: sent });
   if (r.status === 401) {
     sessionStorage.removeItem(TOKEN);
     show(false);
@@ -225,6 +227,38 @@ async function explain() {
   });
 }
 
+// ---- policy plan ---------------------------------------------------------
+
+function membershipText(m) {
+  return m ? `[${m.roles.join(', ')}] (${m.source})` : 'not a member';
+}
+
+async function plan() {
+  await run('Plan', async () => {
+    const p = (await api('POST', '/api/provisioning/plan', $('plan-yaml').value, 'application/yaml')).data;
+    const t = p.totals;
+    const out = [el('p', { class: 'totals' }, `${t.users} users planned: ${t.usersChanged} would change, ${t.usersWithNotes} with notes`)];
+    const orgs = Object.entries(t.organizations);
+    if (orgs.length) {
+      out.push(el('table', {},
+        el('thead', {}, el('tr', {}, el('th', {}, 'Organization'), el('th', {}, 'Created'), el('th', {}, 'Roles changed'), el('th', {}, 'Removed'))),
+        el('tbody', {}, orgs.map(([org, o]) => el('tr', {}, el('td', {}, org),
+          el('td', { 'data-label': 'Created' }, o.created), el('td', { 'data-label': 'Roles changed' }, o.rolesChanged),
+          el('td', { 'data-label': 'Removed' }, o.removed))))));
+    }
+    for (const u of p.users) {
+      out.push(el('article', { class: 'trace' },
+        el('h3', {}, `${u.email || 'no email'} (${u.userId})`),
+        el('ul', {},
+          u.changes.map((c) => el('li', {}, `${c.org}: ${c.kind.replace('_', ' ')}, ${membershipText(c.before)} → ${membershipText(c.after)} — ${c.reason}`)),
+          u.notes.map((n) => el('li', { class: 'note' }, `Note: ${n}`)))));
+    }
+    if (p.truncated) out.push(el('p', {}, 'More users would change than are listed; the totals count them all.'));
+    $('plan-result').replaceChildren(...out);
+    say('');
+  });
+}
+
 // ---- wiring --------------------------------------------------------------
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -247,6 +281,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('audit-prev').addEventListener('click', () => { auditPage -= 1; loadAudit(); });
   $('audit-next').addEventListener('click', () => { auditPage += 1; loadAudit(); });
   $('explain-form').addEventListener('submit', (ev) => { ev.preventDefault(); explain(); });
+  $('plan-form').addEventListener('submit', (ev) => { ev.preventDefault(); plan(); });
   if (sessionStorage.getItem(TOKEN)) {
     show(true);
     tab('orgs');
