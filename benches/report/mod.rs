@@ -48,7 +48,7 @@ pub fn write_section(name: &str, heading: &str, text: &str) {
         (Some(a), Some(b)) if a < b => {
             format!("{}{section}{}", &old[..a], &old[b + end.len()..])
         }
-        _ => format!("{}\n{heading}\n\n{section}\n", old.trim_end()),
+        _ => format!("{}\n\n{heading}\n\n{section}\n", old.trim_end()),
     };
     std::fs::write(&path, new).unwrap();
     println!("written to {}", path.display());

@@ -119,7 +119,6 @@ for (const p of spec.providers) {
   });
   provider.on('server_error', (ctx, err) => console.error('server_error', err));
   provider.on('backchannel.error', (ctx, err) => console.error('backchannel.error', err && err.message, err && err.cause && err.cause.message));
-  provider.on('backchannel.success', (client) => console.error('backchannel.success', client.clientId));
   await new Promise((resolve) => {
     const server = p.fd !== undefined
       ? provider.listen({ fd: p.fd }, resolve)
