@@ -17,6 +17,10 @@ use support::rogue::{CLIENT_ID, Rogue};
 use support::*;
 
 fn template(issuer: &str, upstream: std::net::SocketAddr) -> String {
+    template_on("sqlite://{dir}/portcullis.db", issuer, upstream)
+}
+
+fn template_on(store_url: &str, issuer: &str, upstream: std::net::SocketAddr) -> String {
     format!(
         r#"{head}identity_providers:
   - id: rogue
@@ -37,7 +41,7 @@ routes:
     upstreams: ["{upstream}"]
     org: home-lab
 "#,
-        head = localhost_preamble("sqlite://{dir}/portcullis.db"),
+        head = localhost_preamble(store_url),
     )
 }
 
@@ -67,11 +71,44 @@ async fn try_login(port: u16) -> Result<(u16, Option<String>), reqwest::Error> {
     Ok((answer.status().as_u16(), session))
 }
 
-async fn one_value(db: &mut sqlx::SqliteConnection, sql: &'static str) -> i64 {
+async fn one_value(db: &mut sqlx::AnyConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(db)
         .await
         .unwrap()
+}
+
+/// What a half-written login would leave, counted in the store at `url`
+/// (SQLite or PostgreSQL): each must be none. Returns the users.
+async fn assert_nothing_half_written(url: &str) -> i64 {
+    sqlx::any::install_default_drivers();
+    let mut db = sqlx::AnyConnection::connect(url).await.unwrap();
+    let half_written = [
+        (
+            "a user without a membership",
+            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+             (SELECT 1 FROM memberships m WHERE m.user_id = u.id)",
+        ),
+        (
+            "a user without an identity",
+            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+             (SELECT 1 FROM identities i WHERE i.user_id = u.id)",
+        ),
+        (
+            "a session without a user",
+            "SELECT COUNT(*) FROM sessions s WHERE NOT EXISTS \
+             (SELECT 1 FROM users u WHERE u.id = s.user_id)",
+        ),
+        (
+            "a user without its user.created audit event",
+            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
+             (SELECT 1 FROM audit_events a WHERE a.user_id = u.id AND a.action = 'user.created')",
+        ),
+    ];
+    for (what, sql) in half_written {
+        assert_eq!(one_value(&mut db, sql).await, 0, "{what}");
+    }
+    one_value(&mut db, "SELECT COUNT(*) FROM users").await
 }
 
 /// SIGKILL while 20 first logins are in flight, then a restart on the
@@ -115,44 +152,240 @@ async fn sigkill_during_first_logins_leaves_the_store_whole() {
         .await
         .unwrap();
     assert_eq!(check, "ok");
-    let users = one_value(&mut db, "SELECT COUNT(*) FROM users").await;
+    drop(db);
+    let users = assert_nothing_half_written(&url).await;
     assert!(
         users >= completed,
         "{users} users, {completed} logins completed"
     );
-    // Each query counts what a half-written login would leave.
-    let half_written = [
-        (
-            "a user without a membership",
-            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM memberships m WHERE m.user_id = u.id)",
-        ),
-        (
-            "a user without an identity",
-            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM identities i WHERE i.user_id = u.id)",
-        ),
-        (
-            "a session without a user",
-            "SELECT COUNT(*) FROM sessions s WHERE NOT EXISTS \
-             (SELECT 1 FROM users u WHERE u.id = s.user_id)",
-        ),
-        (
-            "a user without its user.created audit event",
-            "SELECT COUNT(*) FROM users u WHERE NOT EXISTS \
-             (SELECT 1 FROM audit_events a WHERE a.user_id = u.id AND a.action = 'user.created')",
-        ),
-    ];
-    for (what, sql) in half_written {
-        assert_eq!(one_value(&mut db, sql).await, 0, "{what}");
-    }
-    drop(db);
 
     // Logins work again, and their sessions pass.
     let (status, session) = try_login(port).await.unwrap();
     assert_eq!(status, 302);
     let cookie = format!("Cookie: {}", session.unwrap());
     assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+}
+
+/// PostgreSQL restarted (a crash: every connection cut, in-flight
+/// transactions lost) while 20 first logins are in flight and a signed-in
+/// user keeps working: each login completes or answers 503, never another
+/// error or a hang; the signed-in user is served throughout from the
+/// cache; nothing is half-written; and the gateway, not restarted, takes
+/// logins again once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_under_first_logins_loses_nothing_and_recovers() {
+    let pg = own_postgres::OwnPostgres::start();
+    let rogue = Rogue::start().await;
+    rogue.set_claims(json!({"groups": ["home-lab"]}));
+    rogue.unique_subjects();
+    let upstream = start_echo("app").await;
+    let gw = Gateway::start(&template_on(&pg.url(), &rogue.issuer(), upstream)).await;
+    let port = gw.http.port();
+    let (status, session) = try_login(port).await.unwrap();
+    assert_eq!(status, 302);
+    let cookie = format!("Cookie: {}", session.unwrap());
+    assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+
+    // The signed-in user's requests, all through the restart.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady = {
+        let (stop, cookie, addr) = (stop.clone(), cookie.clone(), gw.http);
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(get(addr, "localhost", "/", &[&cookie]).await.status);
+            }
+            statuses
+        })
+    };
+    let logins: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(async move { try_login(port).await }))
+        .collect();
+    let store = Store::open(&pg.url(), StoreKind::Postgres).await.unwrap();
+    eventually(
+        "a few first logins done",
+        Duration::from_secs(30),
+        || async { (store.count_users().await.unwrap() >= 4).then_some(()) },
+    )
+    .await;
+    drop(store);
+    pg.restart();
+
+    let mut outcomes = std::collections::BTreeMap::new();
+    for l in logins {
+        let (status, session) = l.await.unwrap().expect("every login is answered");
+        assert!(
+            (status == 302 && session.is_some()) || (status == 503 && session.is_none()),
+            "a login ended {status} (session: {session:?})"
+        );
+        *outcomes.entry(status).or_insert(0) += 1;
+    }
+    eprintln!("first logins through the restart, by status: {outcomes:?}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = steady.await.unwrap();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "the signed-in user got {:?}",
+        statuses.iter().filter(|s| **s != 200).collect::<Vec<_>>()
+    );
+
+    let users = assert_nothing_half_written(&pg.url()).await;
+    assert!(
+        users > outcomes.get(&302).copied().unwrap_or(0),
+        "{users} users, outcomes {outcomes:?}"
+    );
+    // Back without a restart of the gateway: new logins and their sessions.
+    let session = eventually(
+        "a login after the restart",
+        Duration::from_secs(30),
+        || async {
+            match try_login(port).await {
+                Ok((302, Some(s))) => Some(s),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let cookie = format!("Cookie: {session}");
+    assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+}
+
+/// A small tmpfs of the test's own, unmounted when dropped. Mounting needs
+/// root, which `./dev test` (and CI) has.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs at {} needs root (./dev test runs as root): {}",
+            at.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(at.to_path_buf())
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        // What a full disk leaves: a few bytes at most.
+        while f.write_all(&block[..512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The SQLite store's disk full: logins that must write answer 503 (never
+/// another error), the signed-in user is served from the cache, and once
+/// there is room again logins work and the file is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_writes_with_503_and_corrupts_nothing() {
+    let rogue = Rogue::start().await;
+    rogue.set_claims(json!({"groups": ["home-lab"]}));
+    rogue.unique_subjects();
+    let upstream = start_echo("app").await;
+    let disk = std::sync::Mutex::new(None);
+    let gw = Gateway::start_with(
+        &template_on(
+            "sqlite://{dir}/disk/portcullis.db",
+            &rogue.issuer(),
+            upstream,
+        ),
+        |dir| *disk.lock().unwrap() = Some(SmallDisk::mount(&dir.join("disk"), "8m")),
+    )
+    .await;
+    let disk = disk.into_inner().unwrap().unwrap();
+    let port = gw.http.port();
+    let (status, session) = try_login(port).await.unwrap();
+    assert_eq!(status, 302);
+    let cookie = format!("Cookie: {}", session.unwrap());
+    assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+
+    let filler = disk.fill();
+    // SQLite reuses pages it already has, so a few writes may still fit:
+    // logins go on until the disk refuses one.
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        let (status, _) = try_login(port).await.unwrap();
+        assert!(
+            status == 302 || status == 503,
+            "a login on a full disk answered {status}"
+        );
+        statuses.push(status);
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&503),
+        "200 logins fitted on a full disk"
+    );
+    eprintln!(
+        "logins on the full disk before one was refused: {}",
+        statuses.len()
+    );
+    // The management API's writes say the same.
+    let write = gw
+        .api(
+            reqwest::Method::POST,
+            "/api/users",
+            Some(json!({"idp": "rogue", "email": "full@example.com",
+                        "memberships": [{"organizationId": "home-lab", "roles": ["Member"]}]})),
+        )
+        .await;
+    assert_eq!(write.status, 503, "{:?}", write.body);
+    // Reads from the cache keep working.
+    for _ in 0..20 {
+        assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+    }
+
+    std::fs::remove_file(filler).unwrap();
+    // Every connection of the store's pool (4) takes a turn: none is left
+    // broken by the failed writes.
+    for i in 0..8 {
+        let (status, session) = try_login(port).await.unwrap();
+        assert_eq!(
+            status,
+            302,
+            "login {i} once there is room again:\n{}",
+            gw.logs()
+        );
+        let cookie = format!("Cookie: {}", session.unwrap());
+        assert_eq!(get(gw.http, "localhost", "/", &[&cookie]).await.status, 200);
+    }
+    let url = format!(
+        "sqlite://{}",
+        gw.dir.path().join("disk/portcullis.db").display()
+    );
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    drop(db);
+    assert_nothing_half_written(&url).await;
+    drop(gw);
 }
 
 /// An upstream that disappears and comes back: 502 while it is gone,

@@ -132,6 +132,27 @@ pub fn redacted_url(url: &str) -> String {
     }
 }
 
+/// Whether a pooled connection may be handed out: not left inside a
+/// transaction. SQLite rolls a transaction back by itself when a COMMIT
+/// fails with a full disk (SQLITE_FULL) or an I/O error, and the driver's
+/// own ROLLBACK then fails, so the driver goes on counting a transaction
+/// that is not there and refuses every later BEGIN on that connection.
+/// Such a connection is closed, and the pool opens another.
+async fn still_usable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback of a transaction dropped a moment ago may still be on
+    // its way to SQLite's worker thread: let it arrive, then look again.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(target: "portcullis::store", "a store connection was left inside a failed transaction; it is replaced");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl Store {
     /// Connects, creating a SQLite file when it is missing, and applies
     /// the embedded migrations.
@@ -152,6 +173,7 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .acquire_timeout(Duration::from_secs(5))
+            .before_acquire(|conn, _| Box::pin(still_usable(conn)))
             .connect(&url)
             .await
             .map_err(|e| StoreError::Unavailable(format!("{}: {e}", redacted_url(&url))))?;

@@ -5,6 +5,7 @@
 pub mod demo;
 pub mod flaky;
 pub mod idp;
+pub mod own_postgres;
 pub mod rogue;
 pub mod yaml;
 
