@@ -71,6 +71,27 @@ async fn try_login(port: u16) -> Result<(u16, Option<String>), reqwest::Error> {
     Ok((answer.status().as_u16(), session))
 }
 
+/// 20 first logins started at once, returned once `at_least` users are in
+/// the store at `url`: some logins done, others still in flight.
+async fn first_logins_under_way(
+    port: u16,
+    url: &str,
+    kind: StoreKind,
+    at_least: i64,
+) -> Vec<tokio::task::JoinHandle<Result<(u16, Option<String>), reqwest::Error>>> {
+    let logins = (0..20)
+        .map(|_| tokio::spawn(async move { try_login(port).await }))
+        .collect();
+    let store = Store::open(url, kind).await.unwrap();
+    eventually(
+        "a few first logins done",
+        Duration::from_secs(30),
+        || async { (store.count_users().await.unwrap() >= at_least).then_some(()) },
+    )
+    .await;
+    logins
+}
+
 async fn one_value(db: &mut sqlx::AnyConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar::<_, i64>(sql)
         .fetch_one(db)
@@ -125,18 +146,8 @@ async fn sigkill_during_first_logins_leaves_the_store_whole() {
     let url = format!("sqlite://{}", db_path.display());
     let port = gw.http.port();
 
-    let logins: Vec<_> = (0..20)
-        .map(|_| tokio::spawn(async move { try_login(port).await }))
-        .collect();
     // Kill once some logins are through and others are not.
-    let store = Store::open(&url, StoreKind::Sqlite).await.unwrap();
-    eventually(
-        "a few first logins done",
-        Duration::from_secs(30),
-        || async { (store.count_users().await.unwrap() >= 3).then_some(()) },
-    )
-    .await;
-    drop(store);
+    let logins = first_logins_under_way(port, &url, StoreKind::Sqlite, 3).await;
     gw.signal("KILL");
     let mut completed = 0;
     for l in logins {
@@ -198,17 +209,7 @@ async fn postgres_restarted_under_first_logins_loses_nothing_and_recovers() {
             statuses
         })
     };
-    let logins: Vec<_> = (0..20)
-        .map(|_| tokio::spawn(async move { try_login(port).await }))
-        .collect();
-    let store = Store::open(&pg.url(), StoreKind::Postgres).await.unwrap();
-    eventually(
-        "a few first logins done",
-        Duration::from_secs(30),
-        || async { (store.count_users().await.unwrap() >= 4).then_some(()) },
-    )
-    .await;
-    drop(store);
+    let logins = first_logins_under_way(port, &pg.url(), StoreKind::Postgres, 4).await;
     pg.restart();
 
     let mut outcomes = std::collections::BTreeMap::new();

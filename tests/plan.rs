@@ -7,7 +7,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::idp::{Browser, Idp, client};
+use support::idp::{Browser, Idp, client, main_idp_yaml};
 use support::*;
 
 /// The configuration in force: every organization by name in `groups`.
@@ -15,18 +15,7 @@ use support::*;
 fn template(idp_port: u16, upstream: std::net::SocketAddr) -> String {
     format!(
         r#"{head}identity_providers:
-  - id: main
-    display_name: "Main IdP"
-    issuer: "http://localhost:{idp_port}"
-    client_id: portcullis
-    client_secret: main-secret
-    scopes: [openid, email, profile, groups]
-    claims: id_token
-    provisioning:
-      default:
-        org: "contains(groups, '{{{{orgId}}}}')"
-        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
-organizations:
+{main}organizations:
   - id: lab
     roles: [{{name: Admin}}, {{name: Member}}]
   - id: ops
@@ -39,6 +28,7 @@ routes:
     upstreams: ["{upstream}"]
 "#,
         head = localhost_preamble("sqlite://{dir}/portcullis.db"),
+        main = main_idp_yaml(idp_port, "contains(groups, 'admin') && 'Admin' || 'Member'"),
     )
 }
 

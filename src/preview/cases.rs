@@ -333,20 +333,14 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
-        crate::test_yaml::config(
-            r#"identity_providers:
-  - id: main
-    issuer: "https://sso.example.com/"
-    client_id: c
-    provisioning:
-      default:
-        org: "contains(groups, '{{orgId}}')"
-        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
-organizations:
+        crate::test_yaml::config(&format!(
+            "{}{}",
+            crate::test_yaml::MAIN_IDP,
+            r#"organizations:
   - id: lab
     roles: [{name: Admin}, {name: Member}]
-"#,
-        )
+"#
+        ))
     }
 
     fn results(text: &str) -> Vec<(String, Option<String>)> {

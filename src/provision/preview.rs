@@ -381,23 +381,17 @@ mod tests {
     use crate::provision::MembershipSource::{self, *};
 
     fn config() -> Config {
-        crate::test_yaml::config(
-            r#"identity_providers:
-  - id: main
-    issuer: "https://sso.example.com/"
-    client_id: c
-    provisioning:
-      default:
-        org: "contains(groups, '{{orgId}}')"
-        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
-organizations:
+        crate::test_yaml::config(&format!(
+            "{}{}",
+            crate::test_yaml::MAIN_IDP,
+            r#"organizations:
   - id: lab
     roles: [{name: Admin}, {name: Member}]
   - id: ops
     roles: [{name: Member}]
     jit: {sso_connectors: [main], default_roles: [Member]}
-"#,
-        )
+"#
+        ))
     }
 
     fn m(org: &str, roles: &[&str], source: MembershipSource) -> Membership {

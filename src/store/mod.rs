@@ -399,21 +399,33 @@ async fn memberships_of(
     .await?;
     let mut out: Vec<Membership> = Vec::new();
     for row in rows {
-        let org: String = row.try_get(0)?;
-        let source: String = row.try_get(1)?;
-        let role: Option<String> = row.try_get(2)?;
-        let source = MembershipSource::parse(&source)
-            .ok_or_else(|| StoreError::Corrupt(format!("membership source {source:?}")))?;
-        match out.last_mut() {
-            Some(m) if m.org == org => m.roles.extend(role),
-            _ => out.push(Membership {
-                org,
-                roles: role.into_iter().collect(),
-                source,
-            }),
-        }
+        push_membership_row(&mut out, &row, 0)?;
     }
     Ok(out)
+}
+
+/// Adds one row of `memberships LEFT JOIN membership_roles` (org, source,
+/// role, from column `at`), in org order, to `list`: a row of the org
+/// last added only adds its role.
+fn push_membership_row(
+    list: &mut Vec<Membership>,
+    row: &AnyRow,
+    at: usize,
+) -> Result<(), StoreError> {
+    let org: String = row.try_get(at)?;
+    let source: String = row.try_get(at + 1)?;
+    let role: Option<String> = row.try_get(at + 2)?;
+    let source = MembershipSource::parse(&source)
+        .ok_or_else(|| StoreError::Corrupt(format!("membership source {source:?}")))?;
+    match list.last_mut() {
+        Some(m) if m.org == org => m.roles.extend(role),
+        _ => list.push(Membership {
+            org,
+            roles: role.into_iter().collect(),
+            source,
+        }),
+    }
+    Ok(())
 }
 
 async fn jit_entries(

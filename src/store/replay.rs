@@ -55,20 +55,7 @@ impl Store {
         {
             let user: String = row.try_get(0)?;
             let Some(&i) = index.get(&user) else { continue };
-            let org: String = row.try_get(1)?;
-            let source: String = row.try_get(2)?;
-            let role: Option<String> = row.try_get(3)?;
-            let source = MembershipSource::parse(&source)
-                .ok_or_else(|| StoreError::Corrupt(format!("membership source {source:?}")))?;
-            let list = &mut users[i].memberships;
-            match list.last_mut() {
-                Some(m) if m.org == org => m.roles.extend(role),
-                _ => list.push(Membership {
-                    org,
-                    roles: role.into_iter().collect(),
-                    source,
-                }),
-            }
+            push_membership_row(&mut users[i].memberships, &row, 1)?;
         }
 
         for row in range(

@@ -8,6 +8,19 @@ use portcullis::config::{Config, Environment};
 pub const PUBLIC_URL: &str = "https://auth.example.com";
 pub const SESSION_SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+/// An `identity_providers:` list of one IdP, `main`, whose fallback policy
+/// makes every organization named in `groups` a membership, `Admin` for
+/// the `admin` group and `Member` otherwise. Followed by `organizations:`.
+pub const MAIN_IDP: &str = r#"identity_providers:
+  - id: main
+    issuer: "https://sso.example.com/"
+    client_id: c
+    provisioning:
+      default:
+        org: "contains(groups, '{{orgId}}')"
+        roles: "contains(groups, 'admin') && 'Admin' || 'Member'"
+"#;
+
 /// The minimal preamble followed by `rest` (YAML at the top level:
 /// `identity_providers:`, `organizations:`, `routes:`, …).
 pub fn minimal(rest: &str) -> String {
