@@ -65,27 +65,30 @@ routes:
 "#;
     let config = yaml::config(yaml);
     let route = config.routes[0].clone();
-    let principal = Principal::from_record(SessionRecord {
-        id_hash: "h".into(),
-        user_id: "u_0123456789abcdef01234567".into(),
-        idp: "authentik".into(),
-        subject: "9590c3bf-8b6e-4f5c-a7b2-1f0c2d3e4a5b".into(),
-        sid: None,
-        id_token: None,
-        claims: serde_json::json!({"groups": ["grafana", "admin"], "department": "R&D"}),
-        created_at: 0,
-        last_seen_at: portcullis::store::now(),
-        expires_at: portcullis::store::now() + 3600,
-        validated_at: portcullis::store::now(),
-        refreshable: false,
-        email: Some("user@example.com".into()),
-        name: Some("Example User".into()),
-        memberships: vec![Membership {
-            org: "lab".into(),
-            roles: vec!["Admin".into(), "Member".into()],
-            source: MembershipSource::Policy,
-        }],
-    });
+    let principal = Principal::from_record(
+        SessionRecord {
+            id_hash: "h".into(),
+            user_id: "u_0123456789abcdef01234567".into(),
+            idp: "authentik".into(),
+            subject: "9590c3bf-8b6e-4f5c-a7b2-1f0c2d3e4a5b".into(),
+            sid: None,
+            id_token: None,
+            claims: serde_json::json!({"groups": ["grafana", "admin"], "department": "R&D"}),
+            created_at: 0,
+            last_seen_at: portcullis::store::now(),
+            expires_at: portcullis::store::now() + 3600,
+            validated_at: portcullis::store::now(),
+            refreshable: false,
+            email: Some("user@example.com".into()),
+            name: Some("Example User".into()),
+            memberships: vec![Membership {
+                org: "lab".into(),
+                roles: vec!["Admin".into(), "Member".into()],
+                source: MembershipSource::Policy,
+            }],
+        },
+        1,
+    );
     let signer = Signer::new(&Signer::generate().unwrap()).unwrap();
     let names: Vec<String> = config
         .identity_headers

@@ -857,6 +857,7 @@ async fn the_openapi_document_matches_the_router() {
         ("get", "/api/users/{userId}/sessions"),
         ("delete", "/api/users/{userId}/sessions"),
         ("post", "/api/provisioning/explain"),
+        ("post", "/api/provisioning/plan"),
         ("get", "/api/provisioning/identity-providers"),
         ("get", "/api/audit-events"),
         ("post", "/api/config/reload"),

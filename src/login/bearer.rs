@@ -32,6 +32,7 @@ pub async fn bearer(
     let now = crate::store::now();
     if let Some(p) = shared.sessions.bearer.get(&key).await
         && p.expires_at > now
+        && shared.sessions.is_current(&p)
     {
         shared.metrics.session_cache_hits.inc();
         return Ok(p);
@@ -65,6 +66,9 @@ pub async fn bearer(
         };
         let identity = crate::provision::identity_from_claims(idp, &claims)
             .map_err(|e| BearerError::Rejected(e.to_string()))?;
+        // Before the store is read: a change of the user from now on
+        // makes this principal stale.
+        let loaded = shared.sessions.stamp();
         // An ID token handed to the IdP in a logout (`id_token_hint`) must
         // not live on as a credential.
         let hash = key.clone();
@@ -97,6 +101,7 @@ pub async fn bearer(
             &identity.subject,
             claims,
             exp,
+            loaded,
         ));
         shared.sessions.bearer.insert(key, p.clone()).await;
         return Ok(p);

@@ -43,6 +43,9 @@ pub struct Principal {
     /// The session holds a refresh token.
     pub refreshable: bool,
     last_seen: AtomicI64,
+    /// [`Sessions::stamp`] taken before the store was read for this
+    /// principal: a user forgotten at or after it makes it stale.
+    loaded: u64,
     verdicts: Mutex<HashMap<(u64, usize), Result<(), Denied>>>,
     /// Few entries (one per host and org the user visits): a list.
     assertions: Mutex<Vec<CachedAssertion>>,
@@ -66,7 +69,8 @@ impl std::fmt::Debug for Principal {
 }
 
 impl Principal {
-    pub fn from_record(r: SessionRecord) -> Principal {
+    /// `loaded`: the [`Sessions::stamp`] taken before `r` was read.
+    pub fn from_record(r: SessionRecord, loaded: u64) -> Principal {
         let claims_data = (&r.claims)
             .to_jmespath()
             .unwrap_or_else(|_| Rcvar::new(jmespath::Variable::Null));
@@ -90,6 +94,7 @@ impl Principal {
             validated_at: r.validated_at,
             refreshable: r.refreshable,
             last_seen: AtomicI64::new(r.last_seen_at),
+            loaded,
             verdicts: Mutex::new(HashMap::new()),
             assertions: Mutex::new(Vec::new()),
         }
@@ -103,6 +108,7 @@ impl Principal {
         subject: &str,
         claims: Value,
         expires_at: i64,
+        loaded: u64,
     ) -> Principal {
         let claims_data = (&claims)
             .to_jmespath()
@@ -126,6 +132,7 @@ impl Principal {
             validated_at: crate::store::now(),
             refreshable: false,
             last_seen: AtomicI64::new(crate::store::now()),
+            loaded,
             verdicts: Mutex::new(HashMap::new()),
             assertions: Mutex::new(Vec::new()),
         }
@@ -234,6 +241,9 @@ fn email_verified(claims: &Value) -> bool {
 
 /// Session ids the store did not know, remembered for `cache_ttl`.
 const UNKNOWN_CAPACITY: u64 = 10_000;
+/// Users forgotten within one cache lifetime that are remembered one by
+/// one; past 90% of it, both caches are dropped whole instead.
+const FORGOTTEN_CAPACITY: u64 = 100_000;
 /// Session look-ups on the store at once, and how long one waits for its
 /// turn before the request is answered 503.
 const LOOKUPS_IN_FLIGHT: usize = 16;
@@ -253,6 +263,14 @@ pub struct Sessions {
     /// Sessions this replica asked the store to refresh lately: asked at
     /// most once per cache lifetime, whoever then does it.
     refresh_asked: moka::sync::Cache<String, ()>,
+    /// Users whose cached sessions and tokens were forgotten (a role
+    /// change, a revocation, a deletion), with the stamp of that moment:
+    /// a principal loaded before it is stale. Kept for the cache's
+    /// lifetime, after which nothing loaded before can still be cached.
+    /// (moka's `invalidate_entries_if` would keep one predicate per call
+    /// until it had scanned the cache: under many changes they pile up.)
+    forgotten: moka::sync::Cache<String, u64>,
+    stamps: AtomicU64,
     store: Store,
     background: Background,
 }
@@ -263,13 +281,16 @@ impl Sessions {
             cache: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
-                .support_invalidation_closures()
                 .build(),
             bearer: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
-                .support_invalidation_closures()
                 .build(),
+            forgotten: moka::sync::Cache::builder()
+                .max_capacity(FORGOTTEN_CAPACITY)
+                .time_to_live(ttl)
+                .build(),
+            stamps: AtomicU64::new(1),
             refresh_asked: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
@@ -316,7 +337,9 @@ impl Sessions {
     ) -> Result<Option<Arc<Principal>>, StoreError> {
         let now = crate::store::now();
         let idle = idle.as_secs() as i64;
-        if let Some(hit) = self.cache.get(hash).await {
+        if let Some(hit) = self.cache.get(hash).await
+            && hit.as_ref().is_none_or(|p| self.is_current(p))
+        {
             metrics.session_cache_hits.inc();
             return Ok(hit.filter(|p| {
                 let live = p.is_live(now, idle);
@@ -339,10 +362,11 @@ impl Sessions {
             ));
         };
         let owned = hash.to_string();
+        let loaded = self.stamp();
         let record = self
             .with_store(move |s| async move { s.session(&owned).await })
             .await?;
-        let principal = record.map(|r| Arc::new(Principal::from_record(r)));
+        let principal = record.map(|r| Arc::new(Principal::from_record(r, loaded)));
         if let Some(p) = &principal
             && p.is_live(now, idle)
             && now - p.last_seen.load(Ordering::Relaxed) > 60
@@ -420,14 +444,26 @@ impl Sessions {
     /// Drops every cached session and bearer token of a user (role
     /// change, revocation, deletion): their next request reads the store.
     pub fn forget_user(&self, user_id: &str) {
-        let id = user_id.to_string();
-        let _ = self
-            .cache
-            .invalidate_entries_if(move |_, p| p.as_ref().is_some_and(|p| p.user_id == id));
-        let id = user_id.to_string();
-        let _ = self
-            .bearer
-            .invalidate_entries_if(move |_, p| p.user_id == id);
+        if self.forgotten.entry_count() >= FORGOTTEN_CAPACITY / 10 * 9 {
+            // Too many to remember one by one: forget everyone.
+            self.forget_all();
+            self.forgotten.invalidate_all();
+            return;
+        }
+        self.forgotten.insert(user_id.to_string(), self.stamp());
+    }
+
+    /// A stamp for a principal about to be read from the store (or a user
+    /// forgotten now): increasing across the process.
+    pub fn stamp(&self) -> u64 {
+        self.stamps.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a cached principal is as new as its user's last change.
+    pub fn is_current(&self, p: &Principal) -> bool {
+        self.forgotten
+            .get(&p.user_id)
+            .is_none_or(|forgotten| forgotten < p.loaded)
     }
 }
 
