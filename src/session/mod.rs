@@ -271,6 +271,9 @@ pub struct Sessions {
     /// until it had scanned the cache: under many changes they pile up.)
     forgotten: moka::sync::Cache<String, u64>,
     stamps: AtomicU64,
+    /// The stamp of the last user forgotten: a principal loaded after it
+    /// is current without a look-up in `forgotten` (the request path).
+    last_forgotten: AtomicU64,
     store: Store,
     background: Background,
 }
@@ -291,6 +294,7 @@ impl Sessions {
                 .time_to_live(ttl)
                 .build(),
             stamps: AtomicU64::new(1),
+            last_forgotten: AtomicU64::new(0),
             refresh_asked: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ttl)
@@ -450,7 +454,10 @@ impl Sessions {
             self.forgotten.invalidate_all();
             return;
         }
-        self.forgotten.insert(user_id.to_string(), self.stamp());
+        let stamp = self.stamp();
+        // First the mark that sends readers to `forgotten`, then the entry.
+        self.last_forgotten.fetch_max(stamp, Ordering::AcqRel);
+        self.forgotten.insert(user_id.to_string(), stamp);
     }
 
     /// A stamp for a principal about to be read from the store (or a user
@@ -461,9 +468,11 @@ impl Sessions {
 
     /// Whether a cached principal is as new as its user's last change.
     pub fn is_current(&self, p: &Principal) -> bool {
-        self.forgotten
-            .get(&p.user_id)
-            .is_none_or(|forgotten| forgotten < p.loaded)
+        p.loaded > self.last_forgotten.load(Ordering::Acquire)
+            || self
+                .forgotten
+                .get(&p.user_id)
+                .is_none_or(|forgotten| forgotten < p.loaded)
     }
 }
 
