@@ -72,6 +72,16 @@ pub struct Identity {
     pub match_key: Option<String>,
 }
 
+impl Identity {
+    /// The email's domain, lower-case, when the IdP verified the email.
+    pub fn verified_domain(&self) -> Option<String> {
+        self.email
+            .as_deref()
+            .filter(|_| self.email_verified)
+            .and_then(email_domain)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProvisionError {
     #[error("identifier expression {expression:?} gave no string for these claims")]
@@ -106,6 +116,34 @@ pub struct JitRules {
     pub email_domains: BTreeSet<String>,
     pub sso_connectors: BTreeSet<String>,
     pub default_roles: BTreeSet<String>,
+}
+
+impl JitRules {
+    /// Whether these rules admit a login: a new user with a verified
+    /// email in one of the domains, else a first login with this identity
+    /// through one of the SSO connectors. Rules without default roles
+    /// admit nobody.
+    pub fn matching(
+        &self,
+        idp: &str,
+        new_user: bool,
+        identity_is_new: bool,
+        verified_domain: Option<&str>,
+    ) -> Option<JitMatch> {
+        if self.default_roles.is_empty() {
+            return None;
+        }
+        if new_user
+            && let Some(d) = verified_domain
+            && self.email_domains.contains(d)
+        {
+            return Some(JitMatch::EmailDomain(d.to_string()));
+        }
+        if identity_is_new && self.sso_connectors.contains(idp) {
+            return Some(JitMatch::SsoConnector(idp.to_string()));
+        }
+        None
+    }
 }
 
 /// JIT rules by organization id: only organizations that have some. A
@@ -569,12 +607,7 @@ fn plan_claims(
     }
 
     let identity_is_new = existing.is_none_or(|e| e.identity_is_new);
-    let verified_domain = plan
-        .identity
-        .email
-        .as_deref()
-        .filter(|_| plan.identity.email_verified)
-        .and_then(email_domain);
+    let verified_domain = plan.identity.verified_domain();
 
     let mut policies = idp.policies.iter().peekable();
     let mut after_all: BTreeMap<String, Membership> = BTreeMap::new();
@@ -608,19 +641,12 @@ fn plan_claims(
 
         let rules = jit.get(&org.id);
         let jit_match = rules.and_then(|r| {
-            if r.default_roles.is_empty() {
-                return None;
-            }
-            if new_user
-                && let Some(d) = &verified_domain
-                && r.email_domains.contains(d)
-            {
-                return Some(JitMatch::EmailDomain(d.clone()));
-            }
-            if identity_is_new && r.sso_connectors.contains(&idp.id) {
-                return Some(JitMatch::SsoConnector(idp.id.clone()));
-            }
-            None
+            r.matching(
+                &idp.id,
+                new_user,
+                identity_is_new,
+                verified_domain.as_deref(),
+            )
         });
 
         let was = undecided.remove(org.id.as_str());

@@ -146,7 +146,14 @@ pub fn preview_user(config: &Config, jit: &JitTable, user: &StoredUser) -> UserP
                     idp.id
                 ),
                 (_, Some(m)) if m.source == super::MembershipSource::Jit => {
-                    jit_reason(jit_match(jit, &plan, &c.org))
+                    jit_reason(jit.get(&c.org).and_then(|r| {
+                        r.matching(
+                            &idp.id,
+                            plan.new_user,
+                            existing.identity_is_new,
+                            plan.identity.verified_domain().as_deref(),
+                        )
+                    }))
                 }
                 _ => format!("the policy of {:?}", idp.id),
             };
@@ -207,26 +214,6 @@ pub fn preview_user(config: &Config, jit: &JitTable, user: &StoredUser) -> UserP
     }
     out.changes = diff(&user.memberships, &kept, &mut reasons);
     out
-}
-
-fn jit_match(jit: &JitTable, plan: &super::Plan, org: &str) -> Option<JitMatch> {
-    let rules = jit.get(org)?;
-    let id = &plan.identity;
-    let domain = id
-        .email
-        .as_deref()
-        .filter(|_| id.email_verified)
-        .and_then(super::email_domain);
-    if plan.new_user
-        && let Some(d) = domain
-        && rules.email_domains.contains(&d)
-    {
-        return Some(JitMatch::EmailDomain(d));
-    }
-    rules
-        .sso_connectors
-        .contains(&id.idp)
-        .then(|| JitMatch::SsoConnector(id.idp.clone()))
 }
 
 fn jit_reason(m: Option<JitMatch>) -> String {
