@@ -107,12 +107,9 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
         Command::Run(args) => {
-            let config = match Config::load(&args.config) {
+            let config = match load_or_exit(&args.config) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::from(EXIT_INVALID);
-                }
+                Err(code) => return code,
             };
             portcullis::telemetry::init(&config.log);
             let ran = portcullis::app::run(config, args.config);
@@ -127,7 +124,7 @@ fn main() -> ExitCode {
             portcullis::telemetry::flush();
             code
         }
-        Command::Check(args) => match Config::load(&args.config) {
+        Command::Check(args) => match load_or_exit(&args.config) {
             Ok(config) => {
                 for w in &config.warnings {
                     println!("warning: {w}");
@@ -141,10 +138,7 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_INVALID)
-            }
+            Err(code) => code,
         },
         Command::Explain {
             config,
@@ -260,12 +254,9 @@ fn explain(
     json: bool,
 ) -> ExitCode {
     use portcullis::provision;
-    let config = match Config::load(config_path) {
+    let config = match load_or_exit(config_path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_INVALID);
-        }
+        Err(code) => return code,
     };
     let Some(provider) = config.identity_provider(idp) else {
         eprintln!(
@@ -312,6 +303,8 @@ fn explain(
     }
 }
 
+/// The config at `path`, or its errors printed and the exit code for an
+/// invalid file.
 fn load_or_exit(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("{e}");
@@ -359,7 +352,7 @@ fn plan(config_path: &std::path::Path, json: bool, fail_on_removal: bool) -> Exi
             &config,
             |user| {
                 if json {
-                    if user.changes.is_empty() && user.notes.is_empty() {
+                    if user.is_quiet() {
                         return;
                     }
                     let sep = if first { "\n" } else { ",\n" };

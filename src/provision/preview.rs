@@ -84,6 +84,14 @@ pub struct UserPreview {
     pub notes: Vec<String>,
 }
 
+impl UserPreview {
+    /// Nothing would change and there is nothing to note: left out of
+    /// what `plan` prints and answers.
+    pub fn is_quiet(&self) -> bool {
+        self.changes.is_empty() && self.notes.is_empty()
+    }
+}
+
 /// Replays `user`'s provisioning under `config` with the JIT rules in
 /// force, as their next login through each of their identities would run
 /// it (manual memberships untouched, policy memberships re-synced, JIT
@@ -313,7 +321,7 @@ fn roles(m: &Option<Membership>) -> String {
 /// One user's preview as text, for `portcullis plan`; empty when nothing
 /// changes and there is nothing to note.
 pub fn render_user(user: &UserPreview) -> String {
-    if user.changes.is_empty() && user.notes.is_empty() {
+    if user.is_quiet() {
         return String::new();
     }
     let mut out = format!(

@@ -191,7 +191,7 @@ pub(super) async fn plan(
                 &s,
                 &config,
                 |u| {
-                    if u.changes.is_empty() && u.notes.is_empty() {
+                    if u.is_quiet() {
                         return;
                     }
                     if users.len() < PLAN_USERS_LISTED {
