@@ -71,6 +71,15 @@ async fn try_login(port: u16) -> Result<(u16, Option<String>), reqwest::Error> {
     Ok((answer.status().as_u16(), session))
 }
 
+/// The rogue IdP answering each login as a user never seen before, a
+/// member of home-lab.
+async fn first_logins_idp() -> Rogue {
+    let rogue = Rogue::start().await;
+    rogue.set_claims(json!({"groups": ["home-lab"]}));
+    rogue.unique_subjects();
+    rogue
+}
+
 /// 20 first logins started at once, returned once `at_least` users are in
 /// the store at `url`: some logins done, others still in flight.
 async fn first_logins_under_way(
@@ -145,9 +154,7 @@ async fn assert_nothing_half_written(url: &str) -> i64 {
 /// whole or not at all, and logins work again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_first_logins_leaves_the_store_whole() {
-    let rogue = Rogue::start().await;
-    rogue.set_claims(json!({"groups": ["home-lab"]}));
-    rogue.unique_subjects();
+    let rogue = first_logins_idp().await;
     let upstream = start_echo("app").await;
     let mut gw = Gateway::start(&template(&rogue.issuer(), upstream)).await;
     let db_path = gw.dir.path().join("portcullis.db");
@@ -187,9 +194,7 @@ async fn sigkill_during_first_logins_leaves_the_store_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_under_first_logins_loses_nothing_and_recovers() {
     let pg = own_postgres::OwnPostgres::start();
-    let rogue = Rogue::start().await;
-    rogue.set_claims(json!({"groups": ["home-lab"]}));
-    rogue.unique_subjects();
+    let rogue = first_logins_idp().await;
     let upstream = start_echo("app").await;
     let gw = Gateway::start(&template_on(&pg.url(), &rogue.issuer(), upstream)).await;
     let port = gw.http.port();
@@ -301,9 +306,7 @@ impl Drop for SmallDisk {
 /// there is room again logins work and the file is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_refuses_writes_with_503_and_corrupts_nothing() {
-    let rogue = Rogue::start().await;
-    rogue.set_claims(json!({"groups": ["home-lab"]}));
-    rogue.unique_subjects();
+    let rogue = first_logins_idp().await;
     let upstream = start_echo("app").await;
     let disk = std::sync::Mutex::new(None);
     let gw = Gateway::start_with(
