@@ -22,6 +22,8 @@ pub enum AssertionError {
     BadKey(String),
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("the signed assertion is not a valid header value")]
+    NotHeader,
     #[error("the signing key could not be stored or read: {0}")]
     Store(#[from] crate::store::StoreError),
 }

@@ -8,9 +8,18 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
+/// SHA-256 of `bytes` in lowercase hex: session and token keys, made on
+/// every request (a stack buffer, not `hex::encode`'s char by char).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let mut out = [0u8; 64];
+    // Cannot fail: the buffer is twice the digest's length.
+    let _ = hex::encode_to_slice(sha256(bytes), &mut out);
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
 /// `sha256:<hex>`, the form `admin.tokens` accepts.
 pub fn hash_token(token: &str) -> String {
-    format!("sha256:{}", hex::encode(sha256(token.as_bytes())))
+    format!("sha256:{}", sha256_hex(token.as_bytes()))
 }
 
 /// Runs `task` on a thread of its own with a single-threaded runtime, for

@@ -5,7 +5,7 @@ pub mod redirect;
 pub mod routes;
 
 pub use crate::request::{PathError, Target, normalize_host, parse_target, under_prefix};
-pub use policy::{Denied, authorize};
+pub use policy::{Denied, Roles, authorize};
 pub use redirect::safe_redirect;
 pub use routes::RouteTable;
 

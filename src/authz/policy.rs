@@ -1,9 +1,49 @@
 //! A route's policy for an authenticated user: `org`, `allow_roles`,
 //! `allow_if`. Pure: the user's roles and stored claims in, a verdict out.
 
-use std::collections::BTreeMap;
-
 use crate::config::Route;
+
+/// A user's roles by organization id: pairs sorted by organization, each
+/// role list sorted. A flat list rather than a map: a cached session holds
+/// one, and a user is in few organizations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roles(Box<[(String, Vec<String>)]>);
+
+impl Roles {
+    /// The roles in `org`, or `None` when not a member.
+    pub fn get(&self, org: &str) -> Option<&[String]> {
+        self.0
+            .binary_search_by(|(o, _)| o.as_str().cmp(org))
+            .ok()
+            .map(|i| self.0[i].1.as_slice())
+    }
+
+    /// Each organization with its roles, by organization id.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.0.iter().map(|(o, r)| (o.as_str(), r.as_slice()))
+    }
+}
+
+impl FromIterator<(String, Vec<String>)> for Roles {
+    fn from_iter<I: IntoIterator<Item = (String, Vec<String>)>>(iter: I) -> Roles {
+        let mut pairs: Vec<(String, Vec<String>)> = iter.into_iter().collect();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        // One entry per organization (the store keeps one; merged anyway).
+        pairs.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1.append(&mut later.1);
+            }
+            same
+        });
+        for (_, roles) in &mut pairs {
+            roles.sort();
+            roles.dedup();
+            roles.shrink_to_fit();
+        }
+        Roles(pairs.into_boxed_slice())
+    }
+}
 
 /// The first requirement of the route that the user does not meet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +87,7 @@ impl Denied {
 /// (the session's stored claims) may use `route`. Requirements are checked
 /// in the order `org`, `allow_roles`, `allow_if`; every one that the route
 /// sets must hold.
-pub fn authorize(
-    route: &Route,
-    roles: &BTreeMap<String, Vec<String>>,
-    claims: &jmespath::Rcvar,
-) -> Result<(), Denied> {
+pub fn authorize(route: &Route, roles: &Roles, claims: &jmespath::Rcvar) -> Result<(), Denied> {
     if let Some(org) = &route.org {
         let Some(have) = roles.get(org) else {
             return Err(Denied::NotMember { org: org.clone() });
@@ -102,15 +138,49 @@ routes:
         Config::from_yaml(yaml, std::path::Path::new("t.yaml"), &Environment::system()).unwrap()
     }
 
+    /// Roles are found by organization however the memberships came
+    /// (unsorted, an organization twice), each list sorted without repeats.
+    #[test]
+    fn roles_by_organization() {
+        let owned =
+            |o: &str, r: &[&str]| (o.to_string(), r.iter().map(|s| s.to_string()).collect());
+        let roles: Roles = [
+            owned("zeta", &["Member"]),
+            owned("lab", &["Member", "Admin"]),
+            owned("alpha", &[]),
+            owned("lab", &["Admin", "Ops"]),
+        ]
+        .into_iter()
+        .collect();
+        let cases: &[(&str, Option<&[&str]>)] = &[
+            ("lab", Some(&["Admin", "Member", "Ops"])),
+            ("zeta", Some(&["Member"])),
+            ("alpha", Some(&[])),
+            ("beta", None),
+            ("", None),
+            ("la", None),
+        ];
+        for (org, want) in cases {
+            let got = roles
+                .get(org)
+                .map(|r| r.iter().map(String::as_str).collect::<Vec<_>>());
+            assert_eq!(got.as_deref(), *want, "{org}");
+        }
+        let orgs: Vec<&str> = roles.iter().map(|(o, _)| o).collect();
+        assert_eq!(orgs, ["alpha", "lab", "zeta"]);
+    }
+
     #[test]
     fn each_requirement_in_order() {
         let c = routes();
         let route = |name: &str| c.routes.iter().find(|r| r.name == name).unwrap().clone();
-        let roles = |r: &[&str]| -> BTreeMap<String, Vec<String>> {
+        let roles = |r: &[&str]| -> Roles {
             if r.is_empty() {
-                BTreeMap::new()
+                Roles::default()
             } else {
-                [("lab".to_string(), r.iter().map(|s| s.to_string()).collect())].into()
+                [("lab".to_string(), r.iter().map(|s| s.to_string()).collect())]
+                    .into_iter()
+                    .collect()
             }
         };
         let not_member = Err(Denied::NotMember { org: "lab".into() });

@@ -28,7 +28,7 @@ pub async fn bearer(
     runtime: &Runtime,
     token: &str,
 ) -> Result<Arc<crate::session::Principal>, BearerError> {
-    let key = hex::encode(crate::util::sha256(token.as_bytes()));
+    let key = crate::util::sha256_hex(token.as_bytes());
     let now = crate::store::now();
     if let Some(p) = shared.sessions.bearer.get(&key).await
         && p.expires_at > now

@@ -74,7 +74,7 @@ impl Gateway {
                     &config.identity_headers,
                     &judged.route,
                     p,
-                    jwt.as_deref(),
+                    jwt.as_ref(),
                 );
                 respond::ok_with(session, values).await?;
                 return Ok(true);

@@ -52,7 +52,7 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .zip(ctx.route.as_ref())
             .and_then(|(p, route)| self.assertion(&ctx.runtime.config, p, &ctx.host, route));
-        headers::prepare_upstream(upstream, ctx, assertion.as_deref())
+        headers::prepare_upstream(upstream, ctx, assertion.as_ref())
     }
 
     async fn upstream_response_filter(

@@ -121,7 +121,7 @@ pub fn set_forwarded(
 pub(super) fn prepare_upstream(
     upstream: &mut RequestHeader,
     ctx: &super::RequestCtx,
-    assertion: Option<&str>,
+    assertion: Option<&http::HeaderValue>,
 ) -> pingora::Result<()> {
     let config = &ctx.runtime.config;
     strip_identity_headers(upstream, &ctx.runtime.identity_header_names);
@@ -174,7 +174,7 @@ pub fn set_identity(
     names: &IdentityHeaders,
     route: &Route,
     principal: &Principal,
-    assertion: Option<&str>,
+    assertion: Option<&http::HeaderValue>,
 ) {
     for (name, value) in identity_headers(names, route, principal, assertion) {
         let _ = req.insert_header(name, value);
@@ -187,7 +187,7 @@ pub fn identity_headers(
     names: &IdentityHeaders,
     route: &Route,
     principal: &Principal,
-    assertion: Option<&str>,
+    assertion: Option<&http::HeaderValue>,
 ) -> Vec<(http::HeaderName, http::HeaderValue)> {
     let mut out = Vec::with_capacity(8 + route.claim_headers.len());
     let mut push = |name: &http::HeaderName, value: &str| match http::HeaderValue::from_str(value) {
@@ -212,11 +212,8 @@ pub fn identity_headers(
         // Stored roles are sorted already.
         push(&names.roles, &principal.roles_in(org).join(","));
     }
-    if let Some(jwt) = assertion {
-        push(&names.assertion, jwt);
-    }
     for (name, expr) in &route.claim_headers {
-        let Ok(value) = expr.search(&principal.claims_data) else {
+        let Ok(value) = expr.search(principal.claims_data()) else {
             continue;
         };
         let text = if let Some(s) = value.as_string() {
@@ -233,6 +230,10 @@ pub fn identity_headers(
         if let Some(text) = text.filter(|t| !t.is_empty()) {
             push(name, &text);
         }
+    }
+    // Checked once, when it was signed: shared, not copied.
+    if let Some(jwt) = assertion {
+        out.push((names.assertion.clone(), jwt.clone()));
     }
     out
 }

@@ -70,7 +70,7 @@ impl Gateway {
         p: &Principal,
         host: &str,
         route: &Route,
-    ) -> Option<Arc<str>> {
+    ) -> Option<http::HeaderValue> {
         p.assertion(
             &self.shared.signer,
             login::public_base(config),

@@ -15,7 +15,7 @@ impl SessionId {
 
     /// What the store keeps: the SHA-256 of the id, hex.
     pub fn hash(&self) -> String {
-        hex::encode(crate::util::sha256(&self.0))
+        crate::util::sha256_hex(&self.0)
     }
 
     pub fn encode(&self) -> String {

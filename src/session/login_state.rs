@@ -42,7 +42,7 @@ pub fn cookie_name(config: &Config, state: &str) -> String {
     format!(
         "{}_login_{}",
         config.session.cookie_name,
-        &hex::encode(crate::util::sha256(state.as_bytes()))[..16]
+        &crate::util::sha256_hex(state.as_bytes())[..16]
     )
 }
 

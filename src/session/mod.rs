@@ -6,37 +6,41 @@
 pub mod cookie;
 pub(crate) mod login_state;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use jmespath::{Rcvar, ToJmespath};
 use serde_json::Value;
 
 use crate::assertion::{AssertionClaims, AssertionError, LIFETIME_SECS, REUSE_MARGIN_SECS, Signer};
-use crate::authz::Denied;
+use crate::authz::{Denied, Roles};
 use crate::metrics::Metrics;
 use crate::store::{SessionRecord, Store, StoreError};
 use crate::util::Background;
 
 /// Who a request is from: a session's user, with what the policy and the
 /// identity headers need. Also caches the route verdicts and assertions
-/// made for it, which die with it.
+/// made for it, which die with it. Kept small: the cache holds one per
+/// live session (BENCHMARKS.md, resident memory).
 pub struct Principal {
-    pub session_hash: Option<String>,
-    pub user_id: String,
-    pub idp: String,
-    pub subject: String,
-    pub email: Option<String>,
+    /// The session's hashed id, shared with the cache's key.
+    pub session_hash: Option<Arc<str>>,
+    pub user_id: Box<str>,
+    pub idp: Box<str>,
+    pub subject: Box<str>,
+    pub email: Option<Box<str>>,
     /// The claims say `email_verified: true` (the JSON boolean).
     pub email_verified: bool,
-    pub name: Option<String>,
-    pub claims: Value,
-    pub claims_data: Rcvar,
-    /// Roles by organization id, sorted.
-    pub roles: BTreeMap<String, Vec<String>>,
+    pub name: Option<Box<str>>,
+    /// The stored claims as compact JSON text, read into JMESPath's form
+    /// the first time a policy or claim header needs them.
+    claims: Box<str>,
+    claims_data: OnceLock<Rcvar>,
+    acr: Option<Box<str>>,
+    auth_time: Option<i64>,
+    pub roles: Roles,
     pub expires_at: i64,
     /// When the IdP last vouched for the session (login or refresh).
     pub validated_at: i64,
@@ -46,17 +50,44 @@ pub struct Principal {
     /// [`Sessions::stamp`] taken before the store was read for this
     /// principal: a user forgotten at or after it makes it stale.
     loaded: u64,
-    verdicts: Mutex<HashMap<(u64, usize), Result<(), Denied>>>,
+    /// Verdicts by config generation and route index; only the current
+    /// generation's are kept.
+    verdicts: Mutex<Vec<CachedVerdict>>,
     /// Few entries (one per host and org the user visits): a list.
     assertions: Mutex<Vec<CachedAssertion>>,
 }
 
+/// A route's verdict: config generation, route index, verdict.
+type CachedVerdict = (u64, usize, Result<(), Denied>);
+
 struct CachedAssertion {
-    issuer: String,
-    audience: String,
-    org: Option<String>,
-    jwt: Arc<str>,
+    /// Issuer, audience and org, joined by NUL (which none may hold).
+    key: Box<str>,
+    /// Ready to send: a clone shares the bytes, and they are checked once.
+    jwt: http::HeaderValue,
     exp: i64,
+}
+
+fn assertion_key(issuer: &str, audience: &str, org: Option<&str>) -> Box<str> {
+    let mut key =
+        String::with_capacity(issuer.len() + audience.len() + 2 + org.map_or(0, str::len));
+    key.push_str(issuer);
+    key.push('\0');
+    key.push_str(audience);
+    if let Some(org) = org {
+        key.push('\0');
+        key.push_str(org);
+    }
+    key.into_boxed_str()
+}
+
+/// Whether `key` is [`assertion_key`] of these, without building one.
+fn is_assertion_key(key: &str, issuer: &str, audience: &str, org: Option<&str>) -> bool {
+    let mut parts = key.split('\0');
+    parts.next() == Some(issuer)
+        && parts.next() == Some(audience)
+        && parts.next() == org
+        && parts.next().is_none()
 }
 
 impl std::fmt::Debug for Principal {
@@ -71,33 +102,22 @@ impl std::fmt::Debug for Principal {
 impl Principal {
     /// `loaded`: the [`Sessions::stamp`] taken before `r` was read.
     pub fn from_record(r: SessionRecord, loaded: u64) -> Principal {
-        let claims_data = (&r.claims)
-            .to_jmespath()
-            .unwrap_or_else(|_| Rcvar::new(jmespath::Variable::Null));
-        let roles = r
-            .memberships
-            .into_iter()
-            .map(|m| (m.org, m.roles))
-            .collect();
-        Principal {
-            session_hash: Some(r.id_hash),
-            user_id: r.user_id,
-            idp: r.idp,
-            subject: r.subject,
-            email: r.email,
-            email_verified: email_verified(&r.claims),
-            name: r.name,
-            claims: r.claims,
-            claims_data,
-            roles,
-            expires_at: r.expires_at,
-            validated_at: r.validated_at,
-            refreshable: r.refreshable,
-            last_seen: AtomicI64::new(r.last_seen_at),
+        let mut p = Principal::new(
+            r.user_id,
+            r.idp,
+            r.subject,
+            r.email,
+            r.name,
+            &r.claims,
+            r.memberships,
             loaded,
-            verdicts: Mutex::new(HashMap::new()),
-            assertions: Mutex::new(Vec::new()),
-        }
+        );
+        p.session_hash = Some(r.id_hash.into());
+        p.expires_at = r.expires_at;
+        p.validated_at = r.validated_at;
+        p.refreshable = r.refreshable;
+        p.last_seen = AtomicI64::new(r.last_seen_at);
+        p
     }
 
     /// A bearer token's user: no session, the token's claims, live until
@@ -110,32 +130,63 @@ impl Principal {
         expires_at: i64,
         loaded: u64,
     ) -> Principal {
-        let claims_data = (&claims)
-            .to_jmespath()
-            .unwrap_or_else(|_| Rcvar::new(jmespath::Variable::Null));
+        let mut p = Principal::new(
+            user.id,
+            idp.to_string(),
+            subject.to_string(),
+            user.email,
+            user.name,
+            &claims,
+            user.memberships,
+            loaded,
+        );
+        p.expires_at = expires_at;
+        p
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        user_id: String,
+        idp: String,
+        subject: String,
+        email: Option<String>,
+        name: Option<String>,
+        claims: &Value,
+        memberships: Vec<crate::provision::Membership>,
+        loaded: u64,
+    ) -> Principal {
+        let now = crate::store::now();
         Principal {
             session_hash: None,
-            user_id: user.id,
-            idp: idp.to_string(),
-            subject: subject.to_string(),
-            email: user.email,
-            email_verified: email_verified(&claims),
-            name: user.name,
-            claims,
-            claims_data,
-            roles: user
-                .memberships
-                .into_iter()
-                .map(|m| (m.org, m.roles))
-                .collect(),
-            expires_at,
-            validated_at: crate::store::now(),
+            user_id: user_id.into(),
+            idp: idp.into(),
+            subject: subject.into(),
+            email: email.map(String::into_boxed_str),
+            email_verified: claims.get("email_verified") == Some(&Value::Bool(true)),
+            name: name.map(String::into_boxed_str),
+            claims: claims.to_string().into_boxed_str(),
+            claims_data: OnceLock::new(),
+            acr: claims.get("acr").and_then(Value::as_str).map(Box::from),
+            auth_time: claims.get("auth_time").and_then(Value::as_i64),
+            roles: memberships.into_iter().map(|m| (m.org, m.roles)).collect(),
+            expires_at: now,
+            validated_at: now,
             refreshable: false,
-            last_seen: AtomicI64::new(crate::store::now()),
+            last_seen: AtomicI64::new(now),
             loaded,
-            verdicts: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(Vec::new()),
             assertions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The stored claims for JMESPath (policies, claim headers).
+    pub fn claims_data(&self) -> &Rcvar {
+        self.claims_data.get_or_init(|| {
+            serde_json::from_str::<Value>(&self.claims)
+                .ok()
+                .and_then(|v| v.to_jmespath().ok())
+                .unwrap_or_else(|| Rcvar::new(jmespath::Variable::Null))
+        })
     }
 
     /// Within its lifetime and not idle for longer than `idle`.
@@ -154,34 +205,40 @@ impl Principal {
 
     /// The ID token's `acr`, when known.
     pub fn acr(&self) -> Option<&str> {
-        self.claims.get("acr").and_then(Value::as_str)
+        self.acr.as_deref()
     }
 
     /// The ID token's `auth_time`, when known.
     pub fn auth_time(&self) -> Option<i64> {
-        self.claims.get("auth_time").and_then(Value::as_i64)
+        self.auth_time
     }
 
     pub fn roles_in(&self, org: &str) -> &[String] {
-        self.roles.get(org).map(Vec::as_slice).unwrap_or(&[])
+        self.roles.get(org).unwrap_or(&[])
     }
 
     /// The route policy's verdict for this principal, computed once per
     /// config generation and route.
     pub fn verdict(&self, generation: u64, route: &crate::config::Route) -> Result<(), Denied> {
-        let key = (generation, route.index);
-        if let Some(v) = self.verdicts.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let cached = self.verdicts.lock().ok().and_then(|list| {
+            list.iter()
+                .find(|(g, r, _)| *g == generation && *r == route.index)
+                .map(|(_, _, v)| v.clone())
+        });
+        if let Some(v) = cached {
             return v;
         }
-        let v = crate::authz::authorize(route, &self.roles, &self.claims_data);
-        if let Ok(mut m) = self.verdicts.lock() {
-            m.insert(key, v.clone());
+        let v = crate::authz::authorize(route, &self.roles, self.claims_data());
+        if let Ok(mut list) = self.verdicts.lock() {
+            list.retain(|(g, _, _)| *g == generation);
+            list.reserve_exact(1);
+            list.push((generation, route.index, v.clone()));
         }
         v
     }
 
     /// An assertion for this principal at `audience`, reused while it has
-    /// more than a minute left.
+    /// more than a minute left; as the header value it is sent in.
     pub fn assertion(
         &self,
         signer: &Signer,
@@ -189,10 +246,10 @@ impl Principal {
         audience: &str,
         org: Option<&str>,
         now: i64,
-    ) -> Result<Arc<str>, AssertionError> {
+    ) -> Result<http::HeaderValue, AssertionError> {
         let cached = self.assertions.lock().ok().and_then(|list| {
             list.iter()
-                .find(|a| a.audience == audience && a.org.as_deref() == org && a.issuer == issuer)
+                .find(|a| is_assertion_key(&a.key, issuer, audience, org))
                 .filter(|a| a.exp - now > REUSE_MARGIN_SECS)
                 .map(|a| a.jwt.clone())
         });
@@ -200,43 +257,35 @@ impl Principal {
             return Ok(jwt);
         }
         let exp = (now + LIFETIME_SECS).min(self.expires_at.max(now + REUSE_MARGIN_SECS));
-        let jwt: Arc<str> = signer
-            .sign(&AssertionClaims {
-                iss: issuer,
-                aud: audience,
-                sub: &self.user_id,
-                email: self.verified_email(),
-                email_verified: self.verified_email().is_some(),
-                name: self.name.as_deref(),
-                idp: &self.idp,
-                acr: self.acr(),
-                auth_time: self.auth_time(),
-                org,
-                roles: org.map(|o| self.roles_in(o)).unwrap_or(&[]),
-                iat: now,
-                exp,
-            })?
-            .into();
+        let jwt = signer.sign(&AssertionClaims {
+            iss: issuer,
+            aud: audience,
+            sub: &self.user_id,
+            email: self.verified_email(),
+            email_verified: self.verified_email().is_some(),
+            name: self.name.as_deref(),
+            idp: &self.idp,
+            acr: self.acr(),
+            auth_time: self.auth_time(),
+            org,
+            roles: org.map(|o| self.roles_in(o)).unwrap_or(&[]),
+            iat: now,
+            exp,
+        })?;
+        // Base64url and dots: always a valid header value.
+        let jwt = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(jwt))
+            .map_err(|_| AssertionError::NotHeader)?;
         if let Ok(mut list) = self.assertions.lock() {
-            list.retain(|a| {
-                !(a.audience == audience && a.org.as_deref() == org && a.issuer == issuer)
-                    && a.exp > now
-            });
+            list.retain(|a| !is_assertion_key(&a.key, issuer, audience, org) && a.exp > now);
+            list.reserve_exact(1);
             list.push(CachedAssertion {
-                issuer: issuer.to_string(),
-                audience: audience.to_string(),
-                org: org.map(str::to_string),
+                key: assertion_key(issuer, audience, org),
                 jwt: jwt.clone(),
                 exp,
             });
         }
         Ok(jwt)
     }
-}
-
-/// Only the JSON boolean `true` counts as verified.
-fn email_verified(claims: &Value) -> bool {
-    claims.get("email_verified") == Some(&Value::Bool(true))
 }
 
 /// Session ids the store did not know, remembered for `cache_ttl`.
@@ -251,7 +300,7 @@ const LOOKUP_WAIT: Duration = Duration::from_secs(2);
 
 /// The session cache over the store.
 pub struct Sessions {
-    cache: moka::future::Cache<String, Option<Arc<Principal>>>,
+    cache: moka::future::Cache<Arc<str>, Option<Arc<Principal>>>,
     /// Ids the store did not know (or knew ended), kept apart so that a
     /// flood of made-up cookies cannot push live sessions out of `cache`.
     unknown: moka::sync::Cache<String, ()>,
@@ -386,7 +435,10 @@ impl Sessions {
             p.seen(now);
         }
         match &principal {
-            Some(p) => self.cache.insert(hash.to_string(), Some(p.clone())).await,
+            Some(p) => {
+                let key = p.session_hash.clone().unwrap_or_else(|| hash.into());
+                self.cache.insert(key, Some(p.clone())).await
+            }
             None => self.unknown.insert(hash.to_string(), ()),
         }
         Ok(principal.filter(|p| p.is_live(now, idle)))
@@ -403,7 +455,7 @@ impl Sessions {
     /// Drops cached sessions so that the next request reads the store.
     pub async fn forget(&self, hashes: &[String]) {
         for h in hashes {
-            self.cache.invalidate(h).await;
+            self.cache.invalidate(h.as_str()).await;
         }
     }
 
@@ -441,7 +493,7 @@ impl Sessions {
     /// Drops a bearer token from the cache (its session was logged out).
     pub async fn forget_bearer(&self, token: &str) {
         self.bearer
-            .invalidate(&hex::encode(crate::util::sha256(token.as_bytes())))
+            .invalidate(&crate::util::sha256_hex(token.as_bytes()))
             .await;
     }
 
@@ -471,7 +523,7 @@ impl Sessions {
         p.loaded > self.last_forgotten.load(Ordering::Acquire)
             || self
                 .forgotten
-                .get(&p.user_id)
+                .get(&*p.user_id)
                 .is_none_or(|forgotten| forgotten < p.loaded)
     }
 }
@@ -481,4 +533,65 @@ impl Sessions {
 pub fn next_generation() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cached assertion is reused only for exactly its issuer, audience
+    /// and organization: one minted for another host or org must never be
+    /// sent (confused-deputy: a token replayed at an audience it was not
+    /// made for).
+    #[test]
+    fn an_assertion_key_matches_only_its_own_audience() {
+        type Of<'a> = (&'a str, &'a str, Option<&'a str>);
+        let all: &[Of] = &[
+            ("https://auth.test", "app.test", None),
+            ("https://auth.test", "app.test", Some("lab")),
+            ("https://auth.test", "app.test", Some("lab2")),
+            ("https://auth.test", "app.test", Some("")),
+            ("https://auth.test", "app.tes", Some("tlab")),
+            ("https://auth.test", "other.test", None),
+            ("https://auth.test/", "app.test", None),
+            ("https://auth.test", "", Some("app.test")),
+        ];
+        for (i, made) in all.iter().enumerate() {
+            let key = assertion_key(made.0, made.1, made.2);
+            for (j, asked) in all.iter().enumerate() {
+                assert_eq!(
+                    is_assertion_key(&key, asked.0, asked.1, asked.2),
+                    i == j,
+                    "made for {made:?}, asked for {asked:?}"
+                );
+            }
+        }
+    }
+
+    /// Claims are kept as text and read for JMESPath when first needed;
+    /// what the policy and headers see is what the IdP sent.
+    #[test]
+    fn claims_read_when_needed() {
+        let claims = serde_json::json!({"sub": "u", "acr": "mfa", "auth_time": 7, "email_verified": true, "groups": ["ops"]});
+        let user = crate::store::User {
+            id: "u1".into(),
+            email: Some("u@example.com".into()),
+            name: None,
+            created_at: 0,
+            active: true,
+            identities: Vec::new(),
+            memberships: Vec::new(),
+        };
+        let p = Principal::from_token(user, "idp", "u", claims.clone(), i64::MAX, 1);
+        assert_eq!(
+            (p.acr(), p.auth_time(), p.verified_email()),
+            (Some("mfa"), Some(7), Some("u@example.com"))
+        );
+        let expr = jmespath::compile("contains(groups, 'ops')").unwrap();
+        assert_eq!(
+            expr.search(p.claims_data()).unwrap().as_boolean(),
+            Some(true)
+        );
+        assert_eq!(*p.claims_data(), claims.to_jmespath().unwrap());
+    }
 }

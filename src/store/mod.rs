@@ -337,7 +337,7 @@ async fn end_sessions<'q>(
     for row in &rows {
         hashes.push(row.try_get::<String, _>(0)?);
         if let Some(token) = row.try_get::<Option<String>, _>(1)? {
-            let token_hash = hex::encode(crate::util::sha256(token.as_bytes()));
+            let token_hash = crate::util::sha256_hex(token.as_bytes());
             sqlx::query(
                 "INSERT INTO ended_tokens (token_hash, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
