@@ -58,11 +58,14 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A loopback port held for the whole run (bound with `SO_REUSEPORT`,
+/// never listening): nginx and the bare proxy bind it too with
+/// `reuseport`, and nobody else can take it in between.
+fn reserved(held: &mut Vec<support::Reserved>) -> u16 {
+    let r = support::Reserved::shared();
+    let port = r.port();
+    held.push(r);
+    port
 }
 
 fn wait_port(port: u16) {
@@ -168,17 +171,18 @@ struct Target {
 
 /// `portcullis run` on `config`, its log (the access log at `info`, as
 /// operators run it) in `log`.
-fn portcullis(config: &Path, log: &Path) -> Proc {
+/// The gateway on `config`, serving on `sockets` (bound here, passed as
+/// systemd passes them).
+fn portcullis(config: &Path, log: &Path, sockets: &[TcpListener]) -> Proc {
     let log = std::fs::File::create(log).unwrap();
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    support::pass_sockets(&mut command, sockets);
+    Proc(command.spawn().unwrap())
 }
 
 fn main() {
@@ -199,8 +203,16 @@ fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let (up, proxy, bare_port, fa) = (free_port(), free_port(), free_port(), free_port());
-    let (http, admin, http1, admin1) = (free_port(), free_port(), free_port(), free_port());
+    let mut held = Vec::new();
+    let mut port = || reserved(&mut held);
+    let (up, proxy, bare_port, fa) = (port(), port(), port(), port());
+    let (gateway_sockets, one_sockets) = (
+        [support::listener(), support::listener()],
+        [support::listener(), support::listener()],
+    );
+    let port_of = |l: &TcpListener| l.local_addr().unwrap().port();
+    let (http, admin) = (port_of(&gateway_sockets[0]), port_of(&gateway_sockets[1]));
+    let (http1, admin1) = (port_of(&one_sockets[0]), port_of(&one_sockets[1]));
     // The proxies get as many workers as Portcullis gets threads: one per
     // core. Keep-alive is unbounded so no proxy pays for reconnecting.
     let _upstream = nginx(
@@ -208,7 +220,7 @@ fn main() {
         "upstream",
         1,
         &format!(
-            "keepalive_requests 10000000;\n  server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}"
+            "keepalive_requests 10000000;\n  server {{ listen 127.0.0.1:{up} reuseport; location / {{ return 200 \"ok\\n\"; }} }}"
         ),
     );
     let _proxy = nginx(
@@ -216,7 +228,7 @@ fn main() {
         "proxy",
         cores,
         &format!(
-            "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}"
+            "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{proxy} reuseport; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; proxy_set_header X-Forwarded-For $remote_addr; }} }}"
         ),
     );
     // nginx in front, asking Portcullis (forward-auth) about each request,
@@ -226,7 +238,7 @@ fn main() {
         "forward-auth",
         cores,
         &format!(
-            "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  upstream portcullis {{ server 127.0.0.1:{http}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{fa};\n    location = /_portcullis_auth {{ internal; proxy_pass http://portcullis/_portcullis/auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_set_header X-Forwarded-Method $request_method; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Uri $request_uri; }}\n    location / {{ auth_request /_portcullis_auth; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}"
+            "keepalive_requests 10000000;\n  upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n  upstream portcullis {{ server 127.0.0.1:{http}; keepalive 64; }}\n  server {{ listen 127.0.0.1:{fa} reuseport;\n    location = /_portcullis_auth {{ internal; proxy_pass http://portcullis/_portcullis/auth; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass_request_body off; proxy_set_header Content-Length \"\"; proxy_set_header X-Forwarded-Method $request_method; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header X-Forwarded-Uri $request_uri; }}\n    location / {{ auth_request /_portcullis_auth; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}"
         ),
     );
     let exe = std::env::current_exe().unwrap();
@@ -284,12 +296,16 @@ log:
     };
     let config_path = dir.path().join("portcullis.yaml");
     std::fs::write(&config_path, config(http, admin, cores)).unwrap();
-    let gateway = portcullis(&config_path, &dir.path().join("gateway.log"));
+    let gateway = portcullis(
+        &config_path,
+        &dir.path().join("gateway.log"),
+        &gateway_sockets,
+    );
     wait_port(http);
     // The same gateway on one proxy thread, for the scaling figure.
     let one_path = dir.path().join("one-thread.yaml");
     std::fs::write(&one_path, config(http1, admin1, 1)).unwrap();
-    let _one = portcullis(&one_path, &dir.path().join("one-thread.log"));
+    let _one = portcullis(&one_path, &dir.path().join("one-thread.log"), &one_sockets);
     for port in [up, proxy, bare_port, fa, http1] {
         wait_port(port);
     }
@@ -369,12 +385,12 @@ log:
             headers: vec![cookie.clone()],
         },
     ];
-    // `LOAD_ONLY=text`: only the targets whose name contains it (for a
-    // profile of one of them).
+    // `LOAD_ONLY=text|text`: only the targets whose name contains one of
+    // them (for a profile, or a quick comparison).
     let only = std::env::var("LOAD_ONLY").unwrap_or_default();
     let targets: Vec<Target> = targets
         .into_iter()
-        .filter(|t| t.name.contains(&only))
+        .filter(|t| only.split('|').any(|o| t.name.contains(o)))
         .collect();
     // Warm every path once (connections, caches), and check each answers
     // 2xx: a refusal measured fast would be a lie.
@@ -416,7 +432,19 @@ log:
         })
         .collect();
     if targets.len() < 7 {
-        return; // a partial run: nothing to compare, nothing written
+        // A partial run: medians (and ratios when the bare proxy ran), nothing written.
+        let bare = targets
+            .iter()
+            .position(|t| t.name.starts_with("bare"))
+            .map(|i| medians[i].0.max(1.0));
+        for (t, (rps, p50, p99)) in targets.iter().zip(&medians) {
+            let ratio = bare.map(|b| format!("{:.2}x", rps / b)).unwrap_or_default();
+            eprintln!(
+                "median {:<52} {rps:>9.0} req/s {ratio:>6}  p50 {p50:.0} µs  p99 {p99:.0} µs",
+                t.name
+            );
+        }
+        return;
     }
     let bare_rps = medians[2].0.max(1.0);
     let mut table = format!(

@@ -51,7 +51,8 @@ impl ProxyHttp for Bare {
     }
 }
 
-/// Serves on `listen` in front of `upstream` until killed.
+/// Serves on `listen` (binding it with `SO_REUSEPORT`) in front of
+/// `upstream` until killed.
 pub fn serve(listen: &str, upstream: &str, threads: usize) -> ! {
     let conf = ServerConf {
         threads,
@@ -66,7 +67,10 @@ pub fn serve(listen: &str, upstream: &str, threads: usize) -> ! {
             upstream: upstream.to_string(),
         },
     );
-    proxy.add_tcp(listen);
+    // The harness holds the port with SO_REUSEPORT until the run ends.
+    let mut options = pingora::listeners::TcpSocketOptions::default();
+    options.so_reuseport = Some(true);
+    proxy.add_tcp_with_settings(listen, options);
     server.add_service(proxy);
     server.run_forever()
 }
