@@ -69,16 +69,16 @@ impl Batched {
         let full = MINE.try_with(|mine| {
             let mut mine = mine.borrow_mut();
             let me = self as *const Batched as usize;
-            if mine.as_ref().is_none_or(|(of, _)| *of != me) {
+            if mine.as_ref().is_some_and(|(of, _)| *of != me) {
+                *mine = None;
+            }
+            let (_, buffer) = mine.get_or_insert_with(|| {
                 let b: Buffer = Arc::default();
                 if let Ok(mut all) = self.buffers.lock() {
                     all.push(b.clone());
                 }
-                *mine = Some((me, b));
-            }
-            let Some((_, buffer)) = mine.as_ref() else {
-                return Some(bytes.to_vec());
-            };
+                (me, b)
+            });
             match buffer.lock() {
                 Ok(mut lines) => {
                     lines.extend_from_slice(bytes);
