@@ -76,6 +76,23 @@ fn wait_port(port: u16) {
     }
 }
 
+/// Waits until the gateway answers HTTP on `port`: its sockets listen
+/// from the start, so a connection alone proves nothing. Panics when it
+/// exits first or does not answer within 30 s.
+fn wait_answers(gateway: &mut Proc, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !support::answers(std::net::SocketAddr::from(([127, 0, 0, 1], port))) {
+        if let Ok(Some(status)) = gateway.0.try_wait() {
+            panic!("the gateway on {port} exited: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway on {port} did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn nginx(dir: &Path, name: &str, workers: usize, server: &str) -> Proc {
     let prefix = dir.join(name);
     std::fs::create_dir_all(&prefix).unwrap();
@@ -170,8 +187,7 @@ struct Target {
 }
 
 /// `portcullis run` on `config`, its log (the access log at `info`, as
-/// operators run it) in `log`.
-/// The gateway on `config`, serving on `sockets` (bound here, passed as
+/// operators run it) in `log`, serving on `sockets` (bound here, passed as
 /// systemd passes them).
 fn portcullis(config: &Path, log: &Path, sockets: &[TcpListener]) -> Proc {
     let log = std::fs::File::create(log).unwrap();
@@ -296,17 +312,18 @@ log:
     };
     let config_path = dir.path().join("portcullis.yaml");
     std::fs::write(&config_path, config(http, admin, cores)).unwrap();
-    let gateway = portcullis(
+    let mut gateway = portcullis(
         &config_path,
         &dir.path().join("gateway.log"),
         &gateway_sockets,
     );
-    wait_port(http);
+    wait_answers(&mut gateway, admin);
     // The same gateway on one proxy thread, for the scaling figure.
     let one_path = dir.path().join("one-thread.yaml");
     std::fs::write(&one_path, config(http1, admin1, 1)).unwrap();
-    let _one = portcullis(&one_path, &dir.path().join("one-thread.log"), &one_sockets);
-    for port in [up, proxy, bare_port, fa, http1] {
+    let mut one = portcullis(&one_path, &dir.path().join("one-thread.log"), &one_sockets);
+    wait_answers(&mut one, admin1);
+    for port in [up, proxy, bare_port, fa] {
         wait_port(port);
     }
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -21,13 +21,13 @@ use portcullis::session::Principal;
 use portcullis::store::SessionRecord;
 
 mod report;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 const SESSIONS: usize = 100_000;
 
 fn rss_bytes() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096.0
+    support::rss_mib(std::process::id()) * 1024.0 * 1024.0
 }
 
 fn record(i: usize, claims: &serde_json::Value) -> SessionRecord {

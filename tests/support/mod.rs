@@ -396,7 +396,7 @@ impl Drop for Gateway {
 }
 
 /// Whether an HTTP request to `addr` gets an answer within a moment.
-fn answers(addr: SocketAddr) -> bool {
+pub fn answers(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect(addr) else {
         return false;
     };
